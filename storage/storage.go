@@ -120,3 +120,14 @@ type QueueItem struct {
 	CreatedAt   time.Time `json:"created_at"`
 	DeliveredAt time.Time `json:"delivered_at,omitzero"`
 }
+
+// Certificate is a certificate bramley issued.
+type Certificate struct {
+	Serial    string    `json:"serial"` // hex
+	SHA256    []byte    `json:"-"`      // of the DER
+	Subject   string    `json:"subject"`
+	DeviceID  string    `json:"device_id,omitempty"` // set when issued to a known device (a renewal)
+	NotAfter  time.Time `json:"not_after"`
+	Revoked   bool      `json:"revoked"`
+	CreatedAt time.Time `json:"created_at"`
+}
