@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bramley-mdm/bramley/server"
+)
+
+func serveCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	cfg := server.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the bramley server",
+		Long: `Run the bramley server. With no flags it keeps its data in ./bramley-data
+(an embedded SQLite database, its CA and its TLS certificate, all created on
+first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment twin.`,
+		Args: cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory for the database, secret key and TLS files")
+	f.StringVar(&cfg.DB, "db", cfg.DB, "database: sqlite:PATH or a postgres:// URL (default: SQLite in the data directory)")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to listen on")
+	f.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "base URL devices use to reach bramley (default: derived from --listen)")
+	f.BoolVar(&cfg.HTTP, "http", cfg.HTTP, "serve plain HTTP, behind a TLS-terminating proxy")
+	f.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "server certificate PEM file (default: one issued by bramley's CA)")
+	f.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "server private key PEM file")
+	f.StringSliceVar(&cfg.TrustCA, "trust-ca", cfg.TrustCA, "PEM file of an outside CA whose device identities are accepted too (repeatable)")
+	f.StringVar(&cfg.ProxyCertHeader, "proxy-cert-header", cfg.ProxyCertHeader, "header in which a trusted TLS-terminating proxy passes the client certificate (RFC 9440 Client-Cert or URL-escaped PEM)")
+	f.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "an admin API key to accept, instead of relying on the generated one")
+	f.StringVar(&cfg.SecretKey, "secret-key", cfg.SecretKey, "base64 of the 32-byte key sealing secrets at rest (default: DATA/secret.key)")
+	f.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body accepted, in bytes")
+	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")
+	withEnvUsage(cmd)
+
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := applyEnv(cmd, getenv); err != nil {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		logger := newLogger(stderr, cfg.LogFormat)
+		ctx := cmd.Context()
+		srv, err := server.New(ctx, cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listening: %w", err)
+		}
+		base := srv.PublicURL(ln)
+		fmt.Fprintf(stdout, "bramley is listening on %s\n", ln.Addr())
+		fmt.Fprintf(stdout, "  devices check in at  %s/mdm/checkin and %s/mdm/connect\n", base, base)
+		fmt.Fprintf(stdout, "  admin API            %s/api/v1/  (OpenAPI: %s/api/v1/openapi.yaml)\n", base, base)
+		if key := srv.AdminKey(); key != "" {
+			fmt.Fprintf(stdout, "\nAdmin API key (shown once, stored hashed — keep it):\n  %s\n\n", key)
+		}
+		return srv.Serve(ctx, ln)
+	}
+	return cmd
+}
+
+func newLogger(w io.Writer, format string) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}

@@ -1,0 +1,117 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+)
+
+// Config is everything `bramley serve` is told. Defaults live in
+// DefaultConfig; cmd/bramley maps flags and BRAMLEY_ variables onto it.
+type Config struct {
+	// DataDir holds the SQLite database, the secret key and TLS files.
+	DataDir string
+	// DB is "sqlite:PATH" or a postgres:// URL; empty means SQLite in DataDir.
+	DB string
+	// Listen is the address to serve on.
+	Listen string
+	// PublicURL is the base URL devices use; empty derives it from Listen.
+	PublicURL string
+	// HTTP serves plain HTTP, for running behind a TLS-terminating proxy.
+	HTTP bool
+	// TLSCert and TLSKey are the server's certificate and key files; empty
+	// means a certificate issued by bramley's CA.
+	TLSCert, TLSKey string
+	// TrustCA lists PEM files of outside CAs whose device identities are
+	// accepted besides bramley's own.
+	TrustCA []string
+	// ProxyCertHeader names the header a trusted proxy puts the client
+	// certificate in (RFC 9440 Client-Cert, or URL-escaped PEM).
+	ProxyCertHeader string
+	// APIKey, when set, is an admin API key accepted besides generated ones.
+	APIKey string
+	// SecretKey is base64 of the 32-byte key that seals secrets at rest;
+	// empty means DataDir/secret.key.
+	SecretKey string
+	// MaxBody caps every request body, in bytes.
+	MaxBody int64
+	// LogFormat is "text" or "json".
+	LogFormat string
+}
+
+// DefaultConfig returns the configuration of `bramley serve` with no flags.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:   "./bramley-data",
+		Listen:    ":8443",
+		MaxBody:   1 << 20,
+		LogFormat: "text",
+	}
+}
+
+// Validate checks the configuration before anything is started.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data must not be empty"))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q: %w", c.Listen, err))
+	}
+	if c.DB != "" && !strings.HasPrefix(c.DB, "sqlite:") && !isPostgres(c.DB) {
+		errs = append(errs, fmt.Errorf("--db %q: want sqlite:PATH or a postgres:// URL", c.DB))
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--public-url %q: want an absolute http(s) URL", c.PublicURL))
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if c.HTTP && c.TLSCert != "" {
+		errs = append(errs, errors.New("--http serves plain HTTP; --tls-cert makes no sense with it"))
+	}
+	if c.MaxBody < 4096 {
+		errs = append(errs, fmt.Errorf("--max-body %d: at least 4096 bytes", c.MaxBody))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if c.APIKey != "" && len(c.APIKey) < 16 {
+		errs = append(errs, errors.New("--api-key: at least 16 characters"))
+	}
+	return errors.Join(errs...)
+}
+
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// dbDSN is the database to open.
+func (c *Config) dbDSN() string {
+	if c.DB == "" {
+		return "sqlite:" + filepath.Join(c.DataDir, "bramley.db")
+	}
+	return c.DB
+}
+
+// publicURL is the base URL devices reach bramley at.
+func (c *Config) publicURL(listenAddr string) string {
+	if c.PublicURL != "" {
+		return strings.TrimRight(c.PublicURL, "/")
+	}
+	host, port, _ := net.SplitHostPort(listenAddr)
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = "localhost"
+	}
+	scheme := "https"
+	if c.HTTP {
+		scheme = "http"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
