@@ -29,6 +29,10 @@ type Store interface {
 	// RebindCert binds the device to a new certificate. Idempotent;
 	// storage.ErrNotFound when the device is unknown.
 	RebindCert(ctx context.Context, deviceID string, hash []byte, now time.Time) error
+	// Enrollment returns an enrollment by ID; storage.ErrNotFound when
+	// unknown. A device channel is Enabled from its TokenUpdate until the
+	// next Authenticate or its CheckOut.
+	Enrollment(ctx context.Context, enrollmentID string) (*storage.Enrollment, error)
 }
 
 // Binder keeps each identity certificate bound to one device.
@@ -45,11 +49,6 @@ func NewBinder(store Store, logger *slog.Logger, now func() time.Time) *Binder {
 
 // ErrUnknownDevice is returned for a device bramley has no record of.
 var ErrUnknownDevice = errors.New("unknown device")
-
-// reenrollSkew is how much older than the current binding a re-enrolling
-// device's new certificate may be, to allow for clock skew between the CA
-// and this server.
-const reenrollSkew = 10 * time.Minute
 
 // Check verifies that id may act as deviceID on any request but
 // Authenticate: the certificate must be the one bound at Authenticate, or a
@@ -79,12 +78,13 @@ func (b *Binder) Check(ctx context.Context, deviceID string, id *Identity) error
 	return handler.Errorf(http.StatusForbidden, "certificate is not bound to this device")
 }
 
-// CheckAuthenticate verifies that id may enroll deviceID. Authenticate is
-// where a device (re-)enrolls, so a new certificate is accepted here — after
-// an erase or a reinstalled profile a device comes back with a fresh one —
-// but only a certificate bound to no other device, and not one older than
-// the device's current binding: a certificate someone already held when the
-// device last enrolled cannot take the device over.
+// CheckAuthenticate verifies that id may enroll deviceID. A certificate
+// bound to another device is refused. While the device is enrolled (its
+// device channel enabled by a TokenUpdate), only its bound certificate or a
+// renewal bramley issued to it may Authenticate: anyone else holding a
+// certificate from the same CA could otherwise take the device over. A
+// device that never finished enrolling, or checked out, may come back with
+// a new certificate — after a reinstalled profile it has a fresh one.
 func (b *Binder) CheckAuthenticate(ctx context.Context, deviceID string, id *Identity) error {
 	other, err := b.store.CertDevice(ctx, id.Hash)
 	switch {
@@ -93,7 +93,7 @@ func (b *Binder) CheckAuthenticate(ctx context.Context, deviceID string, id *Ide
 	case err != nil && !errors.Is(err, storage.ErrNotFound):
 		return fmt.Errorf("looking up certificate binding: %w", err)
 	}
-	bound, boundAt, err := b.store.CertBinding(ctx, deviceID)
+	bound, _, err := b.store.CertBinding(ctx, deviceID)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && len(bound) == 0) {
 		return nil // a new device
 	}
@@ -106,8 +106,12 @@ func (b *Binder) CheckAuthenticate(ctx context.Context, deviceID string, id *Ide
 	if issuedTo, err := b.store.IssuedTo(ctx, id.Hash); err == nil && issuedTo == deviceID {
 		return nil
 	}
-	if id.Cert.NotBefore.Before(boundAt.Add(-reenrollSkew)) {
-		return handler.Errorf(http.StatusForbidden, "certificate predates this device's enrollment")
+	enr, err := b.store.Enrollment(ctx, deviceID)
+	switch {
+	case err == nil && enr.Enabled:
+		return handler.Errorf(http.StatusForbidden, "device is enrolled with another certificate")
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("reading enrollment: %w", err)
 	}
 	b.logger.WarnContext(ctx, "device re-enrolling with a new certificate", "device_id", deviceID,
 		"old_cert_sha256", hex.EncodeToString(bound), "cert_sha256", hex.EncodeToString(id.Hash))

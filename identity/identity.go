@@ -113,8 +113,13 @@ func (v *Verifier) Middleware(maxBody int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return handler.Adapt(v.logger, handler.PlainText, func(w http.ResponseWriter, r *http.Request) error {
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-			if err != nil {
+			var tooLarge *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooLarge):
 				return handler.Wrap(http.StatusRequestEntityTooLarge, "body too large", err)
+			case err != nil:
+				// The client went away or sent a broken body; not our fault.
+				return handler.Wrap(http.StatusBadRequest, "reading body", err)
 			}
 			id, err := v.Identify(r, body)
 			if err != nil {
@@ -130,41 +135,43 @@ func (v *Verifier) Middleware(maxBody int64) func(http.Handler) http.Handler {
 // Identify finds and verifies the device certificate of r, whose body has
 // already been read into body.
 func (v *Verifier) Identify(r *http.Request, body []byte) (*Identity, error) {
-	cert, err := v.extract(r, body)
+	cert, intermediates, err := v.extract(r, body)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(cert.Raw)
-	if err := v.verifyChain(cert, sum); err != nil {
+	if err := v.verifyChain(cert, intermediates, sum); err != nil {
 		return nil, handler.Wrap(http.StatusForbidden, "device certificate not trusted", err)
 	}
 	return &Identity{Cert: cert, Hash: sum[:]}, nil
 }
 
-func (v *Verifier) extract(r *http.Request, body []byte) (*x509.Certificate, error) {
+// extract returns the device certificate and any other certificates the
+// device sent with it, which may be intermediates of an operator's CA.
+func (v *Verifier) extract(r *http.Request, body []byte) (*x509.Certificate, []*x509.Certificate, error) {
 	if sig := r.Header.Get("Mdm-Signature"); sig != "" {
-		cert, err := VerifySignature(sig, body)
+		p7, cert, err := verifySignature(sig, body)
 		if err != nil {
-			return nil, handler.Wrap(http.StatusForbidden, "Mdm-Signature does not verify", err)
+			return nil, nil, handler.Wrap(http.StatusForbidden, "Mdm-Signature does not verify", err)
 		}
-		return cert, nil
+		return cert, p7.Certificates, nil
 	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		return r.TLS.PeerCertificates[0], nil
+		return r.TLS.PeerCertificates[0], r.TLS.PeerCertificates[1:], nil
 	}
 	if v.proxyHeader != "" {
 		if h := r.Header.Get(v.proxyHeader); h != "" {
 			cert, err := ParseProxyHeader(h)
 			if err != nil {
-				return nil, handler.Wrap(http.StatusBadRequest, "malformed client certificate header", err)
+				return nil, nil, handler.Wrap(http.StatusBadRequest, "malformed client certificate header", err)
 			}
-			return cert, nil
+			return cert, nil, nil
 		}
 	}
-	return nil, handler.Errorf(http.StatusBadRequest, "no device identity: no client certificate and no Mdm-Signature")
+	return nil, nil, handler.Errorf(http.StatusBadRequest, "no device identity: no client certificate and no Mdm-Signature")
 }
 
-func (v *Verifier) verifyChain(cert *x509.Certificate, sum [32]byte) error {
+func (v *Verifier) verifyChain(cert *x509.Certificate, intermediates []*x509.Certificate, sum [32]byte) error {
 	now := v.now()
 	v.mu.Lock()
 	notAfter, ok := v.verified[sum]
@@ -172,9 +179,17 @@ func (v *Verifier) verifyChain(cert *x509.Certificate, sum [32]byte) error {
 	if ok && now.Before(notAfter) {
 		return nil
 	}
+	var pool *x509.CertPool
+	if len(intermediates) > 0 {
+		pool = x509.NewCertPool()
+		for _, c := range intermediates {
+			pool.AddCert(c)
+		}
+	}
 	_, err := cert.Verify(x509.VerifyOptions{
-		Roots:       v.roots,
-		CurrentTime: now,
+		Roots:         v.roots,
+		Intermediates: pool,
+		CurrentTime:   now,
 		// Device identities from SCEP payloads may carry no extended key
 		// usage at all; what matters is the issuer.
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
@@ -199,26 +214,47 @@ const MaxSignatureHeader = 64 << 10
 // lengths, SHA-1, no signed attributes) against the body and returns the
 // signer's certificate. It does not judge the certificate's chain.
 func VerifySignature(header string, body []byte) (*x509.Certificate, error) {
-	if len(header) > MaxSignatureHeader {
-		return nil, errors.New("signature header too large")
-	}
-	der, err := base64.StdEncoding.DecodeString(header)
+	_, cert, err := verifySignature(header, body)
+	return cert, err
+}
+
+func verifySignature(header string, body []byte) (*pkcs7.PKCS7, *x509.Certificate, error) {
+	p7, signer, err := parseSignature(header)
 	if err != nil {
-		return nil, fmt.Errorf("decoding base64: %w", err)
-	}
-	p7, err := pkcs7.Parse(der)
-	if err != nil {
-		return nil, fmt.Errorf("parsing CMS: %w", err)
-	}
-	signer := p7.GetOnlySigner()
-	if signer == nil {
-		return nil, errors.New("CMS must have exactly one signer with its certificate")
+		return nil, nil, err
 	}
 	p7.Content = body
 	if err := p7.Verify(); err != nil {
-		return nil, fmt.Errorf("verifying signature: %w", err)
+		return nil, nil, fmt.Errorf("verifying signature: %w", err)
 	}
-	return signer, nil
+	return p7, signer, nil
+}
+
+// ParseSignature returns the signer's certificate from an Mdm-Signature
+// header value without verifying anything: for diagnostics, never for
+// deciding who a device is.
+func ParseSignature(header string) (*x509.Certificate, error) {
+	_, cert, err := parseSignature(header)
+	return cert, err
+}
+
+func parseSignature(header string) (p7 *pkcs7.PKCS7, signer *x509.Certificate, err error) {
+	if len(header) > MaxSignatureHeader {
+		return nil, nil, errors.New("signature header too large")
+	}
+	der, err := base64.StdEncoding.DecodeString(header)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decoding base64: %w", err)
+	}
+	p7, err = pkcs7.Parse(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing CMS: %w", err)
+	}
+	signer = p7.GetOnlySigner()
+	if signer == nil {
+		return nil, nil, errors.New("CMS must have exactly one signer with its certificate")
+	}
+	return p7, signer, nil
 }
 
 // ParseProxyHeader parses a client certificate passed on by a proxy:
@@ -233,7 +269,9 @@ func ParseProxyHeader(h string) (*x509.Certificate, error) {
 		return x509.ParseCertificate(der)
 	}
 	if strings.Contains(h, "%") {
-		unescaped, err := url.QueryUnescape(h)
+		// Not QueryUnescape: it turns "+" into a space, and proxies that
+		// leave "+" unescaped (AWS ALB does) would lose base64 characters.
+		unescaped, err := url.PathUnescape(h)
 		if err != nil {
 			return nil, fmt.Errorf("unescaping certificate: %w", err)
 		}

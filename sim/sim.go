@@ -49,8 +49,10 @@ type Device struct {
 	server string // base URL
 	client *http.Client
 	sign   bool
-	notNow float64
-	rng    *mrand.Rand
+	// noIdentity sends requests with neither client certificate nor signature.
+	noIdentity bool
+	notNow     float64
+	rng        *mrand.Rand
 }
 
 // Option configures a Device.
@@ -64,6 +66,10 @@ func WithMdmSignature() Option { return func(d *Device) { d.sign = true } }
 // WithNotNow makes the device answer NotNow to a fraction of the commands
 // a real device may defer.
 func WithNotNow(fraction float64) Option { return func(d *Device) { d.notNow = fraction } }
+
+// WithoutIdentity makes the device present no certificate at all, as a
+// misconfigured client would.
+func WithoutIdentity() Option { return func(d *Device) { d.noIdentity = true } }
 
 // WithRootCAs sets the roots the device trusts for the server's TLS.
 func WithRootCAs(pool *x509.CertPool) Option {
@@ -107,13 +113,16 @@ func New(baseURL string, cert *x509.Certificate, key crypto.Signer, opts ...Opti
 	for _, o := range opts {
 		o(d)
 	}
-	if !d.sign {
+	if !d.sign && !d.noIdentity {
 		tlsConfig.Certificates = []tls.Certificate{{
 			Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert,
 		}}
 	}
 	return d
 }
+
+// Certificate is the device's identity certificate.
+func (d *Device) Certificate() *x509.Certificate { return d.cert }
 
 // StatusError is a non-200 answer from the server.
 type StatusError struct {
@@ -181,7 +190,7 @@ func (d *Device) Send(ctx context.Context, path, contentType string, body []byte
 		return nil, err
 	}
 	req.Header.Set("Content-Type", contentType)
-	if d.sign {
+	if d.sign && !d.noIdentity {
 		sig, err := pki.SignDetached(body, d.cert, d.key)
 		if err != nil {
 			return nil, fmt.Errorf("signing body: %w", err)
