@@ -103,8 +103,13 @@ func (b *Binder) CheckAuthenticate(ctx context.Context, deviceID string, id *Ide
 	if bytes.Equal(bound, id.Hash) {
 		return nil
 	}
-	if issuedTo, err := b.store.IssuedTo(ctx, id.Hash); err == nil && issuedTo == deviceID {
+	switch issuedTo, err := b.store.IssuedTo(ctx, id.Hash); {
+	case err == nil && issuedTo == deviceID:
 		return nil
+	case err == nil:
+		return handler.Errorf(http.StatusForbidden, "certificate was issued to another device")
+	case !errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("looking up issued certificate: %w", err)
 	}
 	enr, err := b.store.Enrollment(ctx, deviceID)
 	switch {

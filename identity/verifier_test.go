@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -52,11 +53,13 @@ func rfc9440(c *x509.Certificate) string {
 
 func TestIdentify(t *testing.T) {
 	now := time.Now()
-	ca := newCA(t, time.Now)
+	caNow := now
+	ca := newCA(t, func() time.Time { return caNow })
 	good := issue(t, ca, 24*time.Hour)
+	caNow = now.Add(-48 * time.Hour)
+	expired := issue(t, ca, time.Hour)
+	caNow = now
 	stranger := issue(t, newCA(t, time.Now), 24*time.Hour)
-	past := now.Add(-48 * time.Hour)
-	expired := issue(t, newCA(t, func() time.Time { return past }), time.Hour)
 	realHeader, realBody := realSignature(t)
 	realCert, err := ParseSignature(realHeader)
 	if err != nil {
@@ -75,6 +78,7 @@ func TestIdentify(t *testing.T) {
 	tests := []struct {
 		name     string
 		anchors  []*x509.Certificate
+		clock    time.Time // when zero, now
 		opts     []Option
 		peer     []*x509.Certificate // TLS client certificates
 		header   http.Header
@@ -84,7 +88,7 @@ func TestIdentify(t *testing.T) {
 	}{
 		{name: "TLS client certificate from the CA", peer: []*x509.Certificate{good.cert}, want: good.cert},
 		{name: "TLS client certificate from another CA", peer: []*x509.Certificate{stranger.cert}, wantCode: 403},
-		{name: "expired TLS client certificate", anchors: []*x509.Certificate{expired.cert, ca.Certificate()}, peer: []*x509.Certificate{expired.cert}, wantCode: 403},
+		{name: "expired TLS client certificate", peer: []*x509.Certificate{expired.cert}, wantCode: 403},
 		{name: "second anchor", anchors: []*x509.Certificate{ca.Certificate(), stranger.cert}, peer: []*x509.Certificate{stranger.cert}, want: stranger.cert},
 		{
 			name:   "Mdm-Signature over the real body",
@@ -118,6 +122,7 @@ func TestIdentify(t *testing.T) {
 			// end to end.
 			name:    "real device signature, its certificate trusted",
 			anchors: []*x509.Certificate{realCert},
+			clock:   time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), // within its validity, 2021-2031
 			header:  http.Header{"Mdm-Signature": {realHeader}},
 			body:    realBody, want: realCert,
 		},
@@ -127,8 +132,8 @@ func TestIdentify(t *testing.T) {
 			body:   realBody, wantCode: 403,
 		},
 		{
-			name:   "malformed Mdm-Signature",
-			header: http.Header{"Mdm-Signature": {"bm90IENNUw=="}},
+			name:     "malformed Mdm-Signature",
+			header:   http.Header{"Mdm-Signature": {"bm90IENNUw=="}},
 			wantCode: 403,
 		},
 		{
@@ -150,20 +155,20 @@ func TestIdentify(t *testing.T) {
 			want:   good.cert,
 		},
 		{
-			name:   "proxy header from another CA",
-			opts:   []Option{WithProxyHeader("Client-Cert")},
-			header: http.Header{"Client-Cert": {rfc9440(stranger.cert)}},
+			name:     "proxy header from another CA",
+			opts:     []Option{WithProxyHeader("Client-Cert")},
+			header:   http.Header{"Client-Cert": {rfc9440(stranger.cert)}},
 			wantCode: 403,
 		},
 		{
-			name:   "malformed proxy header",
-			opts:   []Option{WithProxyHeader("Client-Cert")},
-			header: http.Header{"Client-Cert": {":bm90IGEgY2VydA==:"}},
+			name:     "malformed proxy header",
+			opts:     []Option{WithProxyHeader("Client-Cert")},
+			header:   http.Header{"Client-Cert": {":bm90IGEgY2VydA==:"}},
 			wantCode: 400,
 		},
 		{
-			name:   "proxy header not trusted unless configured",
-			header: http.Header{"Client-Cert": {rfc9440(good.cert)}},
+			name:     "proxy header not trusted unless configured",
+			header:   http.Header{"Client-Cert": {rfc9440(good.cert)}},
 			wantCode: 400,
 		},
 		{name: "no identity", wantCode: 400},
@@ -174,12 +179,11 @@ func TestIdentify(t *testing.T) {
 			if anchors == nil {
 				anchors = []*x509.Certificate{ca.Certificate()}
 			}
-			clock := func() time.Time { return now }
-			if tt.name == "real device signature, its certificate trusted" {
-				// Within the captured certificate's validity, 2021-2031.
-				clock = func() time.Time { return time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) }
+			at := now
+			if !tt.clock.IsZero() {
+				at = tt.clock
 			}
-			v := NewVerifier(anchors, append([]Option{WithClock(clock)}, tt.opts...)...)
+			v := NewVerifier(anchors, append([]Option{WithClock(func() time.Time { return at })}, tt.opts...)...)
 			r := httptest.NewRequest(http.MethodPut, "/mdm/checkin", bytes.NewReader(tt.body))
 			for k, vs := range tt.header {
 				r.Header[k] = vs
@@ -207,8 +211,149 @@ func TestIdentify(t *testing.T) {
 			if !id.Cert.Equal(tt.want) {
 				t.Errorf("identified %v, want %v", id.Cert.Subject, tt.want.Subject)
 			}
-			if !bytes.Equal(id.Hash, tt.wantHash()) {
+			if sum := sha256.Sum256(tt.want.Raw); !bytes.Equal(id.Hash, sum[:]) {
 				t.Errorf("Hash = %x, want the SHA-256 of the certificate", id.Hash)
+			}
+		})
+	}
+}
+
+func TestParseProxyHeader(t *testing.T) {
+	d := issue(t, newCA(t, time.Now), time.Hour)
+	p := certPEM(d.cert)
+	tests := []struct {
+		name    string
+		header  string
+		wantErr bool
+	}{
+		{name: "RFC 9440", header: rfc9440(d.cert)},
+		{name: "RFC 9440 with spaces around", header: " " + rfc9440(d.cert) + " "},
+		{name: "nginx escaped PEM", header: nginxEscape(p)},
+		{name: "AWS ALB escaped PEM", header: albEscape(p)},
+		{name: "plain PEM", header: p},
+		{name: "empty", header: "", wantErr: true},
+		{name: "colons only", header: "::", wantErr: true},
+		{name: "RFC 9440 not base64", header: ":***:", wantErr: true},
+		{name: "RFC 9440 not a certificate", header: ":bm90IGEgY2VydA==:", wantErr: true},
+		{name: "bad escape", header: "%zz" + nginxEscape(p), wantErr: true},
+		{name: "PEM of another type", header: nginxEscape(strings.Replace(p, "CERTIFICATE", "PRIVATE KEY", 2)), wantErr: true},
+		{name: "truncated PEM", header: nginxEscape(p[:len(p)/2]), wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cert, err := ParseProxyHeader(tt.header)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !cert.Equal(d.cert) {
+				t.Error("parsed another certificate")
+			}
+		})
+	}
+}
+
+// TestMiddlewareMTLS runs the middleware behind a real TLS server that asks
+// for, but does not verify, client certificates: verification is ours, so a
+// device with a certificate we refuse still gets a 403 rather than a failed
+// handshake, and devices that sign messages need no client certificate.
+func TestMiddlewareMTLS(t *testing.T) {
+	ca := newCA(t, time.Now)
+	good := issue(t, ca, 24*time.Hour)
+	stranger := issue(t, newCA(t, time.Now), 24*time.Hour)
+	serverCert, err := pki.LoadOrCreateServerCert(t.TempDir(), nil, ca, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const maxBody = 4096
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := FromContext(r.Context())
+		if !ok {
+			http.Error(w, "no identity in context", http.StatusInternalServerError)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("X-Identity", id.Cert.SerialNumber.Text(16))
+		w.Write(body) // echo, to show the body arrived intact
+	})
+	v := NewVerifier([]*x509.Certificate{ca.Certificate()})
+	srv := httptest.NewUnstartedServer(v.Middleware(maxBody)(next))
+	srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{serverCert},
+		ClientAuth:   tls.RequestClientCert,
+	}
+	srv.StartTLS()
+	defer srv.Close()
+
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	client := func(d *device) *http.Client {
+		cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+		if d != nil {
+			cfg.Certificates = []tls.Certificate{{Certificate: [][]byte{d.cert.Raw}, PrivateKey: d.key, Leaf: d.cert}}
+		}
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	_, body := realSignature(t)
+	sig, err := pki.SignDetached(body, good.cert, good.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name       string
+		device     *device
+		header     http.Header
+		body       []byte
+		wantStatus int
+	}{
+		{name: "client certificate from the CA", device: &good, body: body, wantStatus: 200},
+		{name: "client certificate from another CA", device: &stranger, body: body, wantStatus: 403},
+		{name: "no client certificate", body: body, wantStatus: 400},
+		{name: "Mdm-Signature, no client certificate", header: http.Header{"Mdm-Signature": {sig}}, body: body, wantStatus: 200},
+		{name: "empty body", device: &good, body: []byte{}, wantStatus: 200},
+		{name: "body at the cap", device: &good, body: bytes.Repeat([]byte("a"), maxBody), wantStatus: 200},
+		{name: "body over the cap", device: &good, body: bytes.Repeat([]byte("a"), maxBody+1), wantStatus: 413},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodPut, srv.URL+"/mdm/checkin", bytes.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, vs := range tt.header {
+				req.Header[k] = vs
+			}
+			resp, err := client(tt.device).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, bytes.TrimSpace(got), tt.wantStatus)
+			}
+			if tt.wantStatus != 200 {
+				return
+			}
+			if !bytes.Equal(got, tt.body) {
+				t.Errorf("the next handler got %d bytes, want the %d sent", len(got), len(tt.body))
+			}
+			if want := good.cert.SerialNumber.Text(16); resp.Header.Get("X-Identity") != want {
+				t.Errorf("identity serial %s, want %s", resp.Header.Get("X-Identity"), want)
 			}
 		})
 	}

@@ -13,7 +13,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,14 +85,18 @@ func (s *Server) setUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.ca, err = pki.LoadOrCreateCA(ctx, s.store, sealer, s.now); err != nil {
+	if s.ca, err = pki.LoadOrCreateCA(ctx, s.store, sealer, s.now, pki.WithCertificateStore(s.store)); err != nil {
 		return fmt.Errorf("loading CA: %w", err)
 	}
 	anchors := []*x509.Certificate{s.ca.Certificate()}
 	for _, f := range s.cfg.TrustCA {
-		certs, err := readCertificates(f)
+		data, err := os.ReadFile(f)
 		if err != nil {
 			return fmt.Errorf("--trust-ca: %w", err)
+		}
+		certs, err := pki.ParseCertificatesPEM(data)
+		if err != nil {
+			return fmt.Errorf("--trust-ca %s: %w", f, err)
 		}
 		anchors = append(anchors, certs...)
 	}
@@ -201,33 +204,6 @@ func (s *Server) tlsHosts() []string {
 		hosts = append(hosts, h)
 	}
 	return hosts
-}
-
-func readCertificates(file string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s: no PEM certificate", file)
-	}
-	return certs, nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,225 @@
+package pki
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/bramley-mdm/bramley/storage"
+)
+
+// Setting names under which the CA lives, shared by every replica.
+const (
+	SettingCACert = "ca.cert" // PEM certificate
+	SettingCAKey  = "ca.key"  // PKCS#8 DER, sealed
+)
+
+const (
+	caCommonName = "bramley device CA"
+	caLifetime   = 10 * 365 * 24 * time.Hour
+	// backdate allows for devices whose clocks run a little behind ours.
+	backdate = time.Minute
+)
+
+// CA is bramley's certificate authority for device identities.
+type CA struct {
+	cert  *x509.Certificate
+	key   crypto.Signer
+	now   func() time.Time
+	certs CertificateStore
+}
+
+// CAOption configures a CA.
+type CAOption func(*CA)
+
+// WithCertificateStore records every certificate the CA issues, so renewals
+// can be recognised and issued certificates listed.
+func WithCertificateStore(s CertificateStore) CAOption {
+	return func(ca *CA) { ca.certs = s }
+}
+
+// LoadOrCreateCA returns the CA kept in settings, creating it on first
+// start. The root is RSA because Apple devices encrypt SCEP requests to the
+// CA's key and support nothing else there.
+//
+// Replicas may start at once against one empty database. The key is created
+// first and the value CreateSetting returns is used, so every replica ends up
+// with the winner's key; the certificate, if a replica must make it, is then
+// made for that key, so whichever certificate wins matches it.
+func LoadOrCreateCA(ctx context.Context, store SettingStore, sealer *Sealer, now func() time.Time, opts ...CAOption) (*CA, error) {
+	key, err := loadOrCreateCAKey(ctx, store, sealer)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := store.Setting(ctx, SettingCACert)
+	if errors.Is(err, storage.ErrNotFound) {
+		certPEM, err = newCACertificate(key, now())
+		if err != nil {
+			return nil, err
+		}
+		certPEM, err = store.CreateSetting(ctx, SettingCACert, certPEM)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading CA certificate: %w", err)
+	}
+	cert, err := ParseCertificatePEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("parsing CA certificate: %w", err)
+	}
+	if !publicKeysEqual(cert.PublicKey, key.Public()) {
+		return nil, errors.New("CA certificate does not match the CA key in settings")
+	}
+	ca := &CA{cert: cert, key: key, now: now}
+	for _, o := range opts {
+		o(ca)
+	}
+	return ca, nil
+}
+
+func loadOrCreateCAKey(ctx context.Context, store SettingStore, sealer *Sealer) (crypto.Signer, error) {
+	sealed, err := store.Setting(ctx, SettingCAKey)
+	if errors.Is(err, storage.ErrNotFound) {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, fmt.Errorf("generating CA key: %w", err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("encoding CA key: %w", err)
+		}
+		if sealed, err = sealer.Seal(der); err != nil {
+			return nil, fmt.Errorf("sealing CA key: %w", err)
+		}
+		sealed, err = store.CreateSetting(ctx, SettingCAKey, sealed)
+		if err != nil {
+			return nil, fmt.Errorf("storing CA key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("reading CA key: %w", err)
+	}
+	der, err := sealer.Open(sealed)
+	if err != nil {
+		return nil, fmt.Errorf("opening CA key (is this the secret key it was sealed with?): %w", err)
+	}
+	return parsePKCS8(der)
+}
+
+func newCACertificate(key crypto.Signer, now time.Time) ([]byte, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: caCommonName},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(caLifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("creating CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("creating CA certificate: %w", err)
+	}
+	return EncodeCertificatePEM(cert), nil
+}
+
+// Certificate returns the CA certificate: the trust anchor for device
+// identities, and what the enrollment profile's root payload carries.
+func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
+
+// Signer returns the CA's private key, for SCEP decryption and CMS.
+func (ca *CA) Signer() crypto.Signer { return ca.key }
+
+// IssueClient issues a client-authentication identity certificate for pub,
+// valid for lifetime from now (never past the CA's own expiry), and records
+// it when the CA has a CertificateStore.
+func (ca *CA) IssueClient(ctx context.Context, pub crypto.PublicKey, subject pkix.Name, lifetime time.Duration) (*x509.Certificate, error) {
+	if lifetime <= 0 {
+		return nil, fmt.Errorf("certificate lifetime must be positive, got %v", lifetime)
+	}
+	now := ca.now()
+	tmpl := &x509.Certificate{
+		Subject:     subject,
+		NotBefore:   now.Add(-backdate),
+		NotAfter:    now.Add(lifetime),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	cert, err := ca.issue(tmpl, pub)
+	if err != nil {
+		return nil, err
+	}
+	if ca.certs != nil {
+		sum := sha256.Sum256(cert.Raw)
+		err := ca.certs.RecordCertificate(ctx, storage.Certificate{
+			Serial:    hex.EncodeToString(cert.SerialNumber.Bytes()),
+			SHA256:    sum[:],
+			Subject:   cert.Subject.String(),
+			NotAfter:  cert.NotAfter,
+			CreatedAt: now,
+		})
+		if err != nil {
+			// An unrecorded certificate would later fail as an unknown
+			// renewal, so it is not handed out.
+			return nil, fmt.Errorf("recording issued certificate: %w", err)
+		}
+	}
+	return cert, nil
+}
+
+// issue signs tmpl for pub with a fresh serial, keeping it within the CA's
+// validity: a certificate outliving its issuer cannot be verified anyway.
+func (ca *CA) issue(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial
+	if tmpl.NotAfter.After(ca.cert.NotAfter) {
+		tmpl.NotAfter = ca.cert.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("issuing certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("issuing certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// randomSerial returns a random 128-bit serial: unguessable and, in
+// practice, unique across replicas without coordination.
+func randomSerial() (*big.Int, error) {
+	limit := new(big.Int).Lsh(big.NewInt(1), 128)
+	for {
+		n, err := rand.Int(rand.Reader, limit)
+		if err != nil {
+			return nil, fmt.Errorf("generating serial number: %w", err)
+		}
+		if n.Sign() > 0 { // RFC 5280 requires a positive serial
+			return n, nil
+		}
+	}
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ka, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ka.Equal(b)
+}
