@@ -106,9 +106,9 @@ func (b *Binder) CheckAuthenticate(ctx context.Context, deviceID string, id *Ide
 	switch issuedTo, err := b.store.IssuedTo(ctx, id.Hash); {
 	case err == nil && issuedTo == deviceID:
 		return nil
-	case err == nil:
+	case err == nil && issuedTo != "":
 		return handler.Errorf(http.StatusForbidden, "certificate was issued to another device")
-	case !errors.Is(err, storage.ErrNotFound):
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
 		return fmt.Errorf("looking up issued certificate: %w", err)
 	}
 	enr, err := b.store.Enrollment(ctx, deviceID)

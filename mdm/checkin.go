@@ -3,8 +3,6 @@ package mdm
 import (
 	"errors"
 	"fmt"
-
-	"github.com/micromdm/plist"
 )
 
 // Check-in MessageType values (apple-device-management/mdm/checkin/*.yaml).
@@ -120,7 +118,7 @@ type GetToken struct {
 // the keys Apple marks required and bramley relies on.
 func DecodeCheckin(body []byte) (CheckinMessage, error) {
 	var head struct{ MessageType string }
-	if err := plist.Unmarshal(body, &head); err != nil {
+	if err := unmarshalPlist(body, &head); err != nil {
 		return nil, fmt.Errorf("decoding check-in plist: %w", err)
 	}
 	var msg CheckinMessage
@@ -146,7 +144,7 @@ func DecodeCheckin(body []byte) (CheckinMessage, error) {
 	default:
 		return nil, fmt.Errorf("%w %q", ErrUnknownMessageType, head.MessageType)
 	}
-	if err := plist.Unmarshal(body, msg); err != nil {
+	if err := unmarshalPlist(body, msg); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", head.MessageType, err)
 	}
 	if err := msg.Identifiers().Validate(); err != nil {

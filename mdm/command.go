@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/micromdm/plist"
+	"unicode/utf8"
 )
 
 type requestTypeInfo struct {
@@ -55,27 +54,77 @@ func NewCommand(uuid, requestType string, payload map[string]any) (*Command, err
 	if !KnownRequestType(requestType) {
 		return nil, fmt.Errorf("unknown RequestType %q", requestType)
 	}
+	if len(uuid) > maxCommandUUID {
+		return nil, errors.New("CommandUUID is too long")
+	}
 	if uuid == "" {
 		uuid = NewUUID()
+	}
+	if err := xmlText("CommandUUID", uuid); err != nil {
+		return nil, err
+	}
+	if err := xmlText("Command", payload); err != nil {
+		return nil, err
 	}
 	cmd := make(map[string]any, len(payload)+1)
 	for k, v := range payload {
 		cmd[k] = v
 	}
 	cmd["RequestType"] = requestType
-	raw, err := plist.Marshal(map[string]any{"CommandUUID": uuid, "Command": cmd})
+	raw, err := marshalPlist(map[string]any{"CommandUUID": uuid, "Command": cmd})
 	if err != nil {
 		return nil, fmt.Errorf("encoding %s command: %w", requestType, err)
 	}
 	return &Command{CommandUUID: uuid, RequestType: requestType, Raw: raw}, nil
 }
 
+// xmlText fails on a string, in v or below it, that XML 1.0 cannot carry
+// (control characters other than tab, newline and carriage return, and
+// invalid UTF-8). The plist encoder would silently write U+FFFD instead, so
+// a device would echo a CommandUUID that matches nothing in the queue.
+func xmlText(path string, v any) error {
+	switch x := v.(type) {
+	case string:
+		if !utf8.ValidString(x) {
+			return fmt.Errorf("%s is not valid UTF-8", path)
+		}
+		for _, r := range x {
+			if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0xFFFE || r == 0xFFFF {
+				return fmt.Errorf("%s holds character %U, which XML cannot carry", path, r)
+			}
+		}
+	case []string:
+		for i, e := range x {
+			if err := xmlText(fmt.Sprintf("%s[%d]", path, i), e); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, e := range x {
+			if err := xmlText(fmt.Sprintf("%s[%d]", path, i), e); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if err := xmlText(path+" key", k); err != nil {
+				return err
+			}
+			if err := xmlText(path+"."+k, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // DecodeCommand checks a raw command plist written by an administrator: a
 // dictionary with a Command dictionary whose RequestType Apple's schema
-// knows. Without a CommandUUID, one is assigned and the plist re-encoded.
+// knows, and whose keys pass the checks of typed.go when bramley types that
+// command. Without a CommandUUID, one is assigned and the plist re-encoded.
 func DecodeCommand(raw []byte) (*Command, error) {
 	var env map[string]any
-	if err := plist.Unmarshal(raw, &env); err != nil {
+	if err := unmarshalPlist(raw, &env); err != nil {
 		return nil, fmt.Errorf("decoding command plist: %w", err)
 	}
 	body, ok := env["Command"].(map[string]any)
@@ -89,6 +138,9 @@ func DecodeCommand(raw []byte) (*Command, error) {
 	if !KnownRequestType(requestType) {
 		return nil, fmt.Errorf("unknown RequestType %q", requestType)
 	}
+	if err := validateTypedPayload(requestType, body); err != nil {
+		return nil, err
+	}
 	uuid, isString := env["CommandUUID"].(string)
 	if _, present := env["CommandUUID"]; present && !isString {
 		return nil, errors.New("CommandUUID is not a string")
@@ -100,7 +152,7 @@ func DecodeCommand(raw []byte) (*Command, error) {
 		env["CommandUUID"] = NewUUID()
 		uuid = env["CommandUUID"].(string)
 		var err error
-		if raw, err = plist.Marshal(env); err != nil {
+		if raw, err = marshalPlist(env); err != nil {
 			return nil, fmt.Errorf("encoding command: %w", err)
 		}
 	}
@@ -135,8 +187,8 @@ type CommandResults struct {
 	RequestType string `plist:",omitempty"`
 	// NeedSyncResponse and UserConfiguration come from macOS user channels
 	// (Apple's "Managing MDM devices and users in macOS").
-	NeedSyncResponse  bool `plist:",omitempty"`
-	UserConfiguration bool `plist:",omitempty"`
+	NeedSyncResponse  bool   `plist:",omitempty"`
+	UserConfiguration bool   `plist:",omitempty"`
 	Raw               []byte `plist:"-"`
 }
 
@@ -144,7 +196,7 @@ type CommandResults struct {
 // status but Idle must name the CommandUUID it reports on.
 func DecodeCommandResults(body []byte) (*CommandResults, error) {
 	res := new(CommandResults)
-	if err := plist.Unmarshal(body, res); err != nil {
+	if err := unmarshalPlist(body, res); err != nil {
 		return nil, fmt.Errorf("decoding command result plist: %w", err)
 	}
 	if err := res.Validate(); err != nil {
