@@ -35,9 +35,14 @@ type checkinBase struct {
 	raw         []byte
 }
 
-func (b *checkinBase) Type() string            { return b.MessageType }
+// Type returns the MessageType.
+func (b *checkinBase) Type() string { return b.MessageType }
+
+// Identifiers returns the enrollment identifiers the message carries.
 func (b *checkinBase) Identifiers() Enrollment { return b.Enrollment }
-func (b *checkinBase) Raw() []byte             { return b.raw }
+
+// Raw returns the exact body the device sent.
+func (b *checkinBase) Raw() []byte { return b.raw }
 
 // Authenticate is the first message of an enrollment (authenticate.yaml).
 // Old iOS sends no DeviceName, Model or ModelName; macOS adds a Challenge

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -187,7 +188,8 @@ func firstKey(m map[string]json.RawMessage) string {
 }
 
 // ResultJSON converts a device's result plist into values encoding/json
-// writes faithfully: data becomes base64 strings, dates RFC 3339.
+// writes faithfully: data becomes base64 strings, dates RFC 3339, and a
+// non-finite real the strings "NaN", "+Inf" or "-Inf".
 func ResultJSON(raw []byte) (map[string]any, error) {
 	var m map[string]any
 	if err := unmarshalPlist(raw, &m); err != nil {
@@ -212,6 +214,12 @@ func jsonSafe(v any) any {
 		return base64.StdEncoding.EncodeToString(x)
 	case time.Time:
 		return x.UTC().Format(time.RFC3339)
+	case float64:
+		// <real>nan</real> parses; JSON has no NaN or infinity, and
+		// encoding/json would fail on the whole result.
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
 	}
 	return v
 }

@@ -22,7 +22,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
