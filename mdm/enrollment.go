@@ -40,6 +40,11 @@ func (e Enrollment) Validate() error {
 		// identifier holding one could impersonate another device's user.
 		return errors.New("device identifier contains ':'")
 	}
+	if e.UserID == SharedIPadUserID && e.UserShortName == "" {
+		// Every Shared iPad user sends this UserID; without the short name
+		// all of them would share one enrollment.
+		return errors.New("Shared iPad user channel without UserShortName")
+	}
 	return nil
 }
 

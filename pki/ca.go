@@ -85,6 +85,31 @@ func LoadOrCreateCA(ctx context.Context, store SettingStore, sealer *Sealer, now
 	return ca, nil
 }
 
+// NewCAFromKeyPair returns a CA for an existing certificate and key: an
+// operator's own CA (bramley ca import), or a test CA. The certificate must
+// be a CA certificate for key. Apple devices encrypt SCEP requests to the
+// CA's key and only with RSA, so a CA that serves SCEP needs an RSA key;
+// that is left to the caller, since the check-in side works with any.
+func NewCAFromKeyPair(cert *x509.Certificate, key crypto.Signer, now func() time.Time, opts ...CAOption) (*CA, error) {
+	if cert == nil || key == nil {
+		return nil, errors.New("CA certificate and key are required")
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return nil, errors.New("certificate is not a CA certificate (basicConstraints CA:TRUE)")
+	}
+	if !publicKeysEqual(cert.PublicKey, key.Public()) {
+		return nil, errors.New("CA certificate does not match the key")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	ca := &CA{cert: cert, key: key, now: now}
+	for _, o := range opts {
+		o(ca)
+	}
+	return ca, nil
+}
+
 func loadOrCreateCAKey(ctx context.Context, store SettingStore, sealer *Sealer) (crypto.Signer, error) {
 	sealed, err := store.Setting(ctx, SettingCAKey)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -149,6 +174,29 @@ func (ca *CA) Signer() crypto.Signer { return ca.key }
 // valid for lifetime from now (never past the CA's own expiry), and records
 // it when the CA has a CertificateStore.
 func (ca *CA) IssueClient(ctx context.Context, pub crypto.PublicKey, subject pkix.Name, lifetime time.Duration) (*x509.Certificate, error) {
+	return ca.issueClient(ctx, ca.certs, "", pub, subject, lifetime)
+}
+
+// IssueRenewal issues, like IssueClient, a new identity for a device that
+// proved it holds its current one (a SCEP RenewalReq), and records it in
+// store with deviceID. The record is what lets identity.Binder accept the
+// new certificate from that device, and only that device, at its next
+// check-in (Store.IssuedTo).
+//
+// The certificate is recorded once, in store, and not also in the CA's own
+// CertificateStore: recording is idempotent by serial, so a first record
+// without the device would win and the renewal would later be refused.
+func (ca *CA) IssueRenewal(ctx context.Context, store CertificateStore, deviceID string, pub crypto.PublicKey, subject pkix.Name, lifetime time.Duration) (*x509.Certificate, error) {
+	if store == nil {
+		return nil, errors.New("issuing renewal: no certificate store to record it in")
+	}
+	if deviceID == "" {
+		return nil, errors.New("issuing renewal: no device ID")
+	}
+	return ca.issueClient(ctx, store, deviceID, pub, subject, lifetime)
+}
+
+func (ca *CA) issueClient(ctx context.Context, store CertificateStore, deviceID string, pub crypto.PublicKey, subject pkix.Name, lifetime time.Duration) (*x509.Certificate, error) {
 	if lifetime <= 0 {
 		return nil, fmt.Errorf("certificate lifetime must be positive, got %v", lifetime)
 	}
@@ -164,12 +212,13 @@ func (ca *CA) IssueClient(ctx context.Context, pub crypto.PublicKey, subject pki
 	if err != nil {
 		return nil, err
 	}
-	if ca.certs != nil {
+	if store != nil {
 		sum := sha256.Sum256(cert.Raw)
-		err := ca.certs.RecordCertificate(ctx, storage.Certificate{
+		err := store.RecordCertificate(ctx, storage.Certificate{
 			Serial:    hex.EncodeToString(cert.SerialNumber.Bytes()),
 			SHA256:    sum[:],
 			Subject:   cert.Subject.String(),
+			DeviceID:  deviceID,
 			NotAfter:  cert.NotAfter,
 			CreatedAt: now,
 		})

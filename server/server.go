@@ -22,7 +22,6 @@ import (
 	"os"
 	"time"
 
-
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
 	"github.com/bramley-mdm/bramley/identity"
