@@ -115,8 +115,9 @@ func TestQueueOrderAndNotNow(t *testing.T) {
 			if st := e.command(cancelled).Targets[0].Status; st != "Cancelled" {
 				t.Fatalf("cancelled command status = %s", st)
 			}
-			// The device comes back by itself; the NotNow'd commands are
-			// offered again, in order.
+			// Unlocked, the device comes back by itself; the NotNow'd
+			// commands are offered again, in order.
+			dev.SetNotNow(0)
 			handled, err = dev.Connect(ctx)
 			if err != nil {
 				t.Fatal(err)

@@ -121,6 +121,10 @@ func New(baseURL string, cert *x509.Certificate, key crypto.Signer, opts ...Opti
 	return d
 }
 
+// SetNotNow changes the fraction of deferrable commands the device answers
+// NotNow, as a device does when it is locked or unlocked.
+func (d *Device) SetNotNow(fraction float64) { d.notNow = fraction }
+
 // Certificate is the device's identity certificate.
 func (d *Device) Certificate() *x509.Certificate { return d.cert }
 
