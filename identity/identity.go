@@ -30,6 +30,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/bramley-mdm/bramley/handler"
+	"github.com/bramley-mdm/bramley/pki"
 )
 
 // Identity is the verified identity of the device making a request.
@@ -246,7 +247,7 @@ func parseSignature(header string) (p7 *pkcs7.PKCS7, signer *x509.Certificate, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("decoding base64: %w", err)
 	}
-	p7, err = pkcs7.Parse(der)
+	p7, err = pki.ParseCMS(der)
 	if err != nil {
 		return nil, nil, fmt.Errorf("parsing CMS: %w", err)
 	}
