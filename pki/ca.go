@@ -111,29 +111,38 @@ func NewCAFromKeyPair(cert *x509.Certificate, key crypto.Signer, now func() time
 }
 
 func loadOrCreateCAKey(ctx context.Context, store SettingStore, sealer *Sealer) (crypto.Signer, error) {
-	sealed, err := store.Setting(ctx, SettingCAKey)
+	return loadOrCreateSealedKey(ctx, store, sealer, SettingCAKey, func() (crypto.Signer, error) {
+		return rsa.GenerateKey(rand.Reader, 2048)
+	})
+}
+
+// loadOrCreateSealedKey returns the private key sealed under the setting
+// name, generating and storing one if there is none. The value
+// CreateSetting returns is used, so racing replicas agree on one key.
+func loadOrCreateSealedKey(ctx context.Context, store SettingStore, sealer *Sealer, name string, generate func() (crypto.Signer, error)) (crypto.Signer, error) {
+	sealed, err := store.Setting(ctx, name)
 	if errors.Is(err, storage.ErrNotFound) {
-		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		key, err := generate()
 		if err != nil {
-			return nil, fmt.Errorf("generating CA key: %w", err)
+			return nil, fmt.Errorf("generating %s: %w", name, err)
 		}
 		der, err := x509.MarshalPKCS8PrivateKey(key)
 		if err != nil {
-			return nil, fmt.Errorf("encoding CA key: %w", err)
+			return nil, fmt.Errorf("encoding %s: %w", name, err)
 		}
 		if sealed, err = sealer.Seal(der); err != nil {
-			return nil, fmt.Errorf("sealing CA key: %w", err)
+			return nil, fmt.Errorf("sealing %s: %w", name, err)
 		}
-		sealed, err = store.CreateSetting(ctx, SettingCAKey, sealed)
+		sealed, err = store.CreateSetting(ctx, name, sealed)
 		if err != nil {
-			return nil, fmt.Errorf("storing CA key: %w", err)
+			return nil, fmt.Errorf("storing %s: %w", name, err)
 		}
 	} else if err != nil {
-		return nil, fmt.Errorf("reading CA key: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	der, err := sealer.Open(sealed)
 	if err != nil {
-		return nil, fmt.Errorf("opening CA key (is this the secret key it was sealed with?): %w", err)
+		return nil, fmt.Errorf("opening %s (is this the secret key it was sealed with?): %w", name, err)
 	}
 	return parsePKCS8(der)
 }
