@@ -17,7 +17,7 @@ const maxBERDepth = 64
 // structure, and turns a panic of the library on malformed input into an
 // error. Never hand outside bytes to pkcs7.Parse directly: see checkBER.
 func ParseCMS(data []byte) (p7 *pkcs7.PKCS7, err error) {
-	if err := checkBER(data, maxBERDepth); err != nil {
+	if err := CheckBER(data); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -27,6 +27,11 @@ func ParseCMS(data []byte) (p7 *pkcs7.PKCS7, err error) {
 	}()
 	return pkcs7.Parse(data)
 }
+
+// CheckBER reports whether data is BER that smallstep/pkcs7 reads safely
+// (see checkBER). Call it on CMS that another library will parse, such as a
+// SCEP envelope nested inside a message.
+func CheckBER(data []byte) error { return checkBER(data, maxBERDepth) }
 
 // checkBER walks BER tag-length-value headers without recursion and
 // refuses input whose structure the BER reader of smallstep/pkcs7 would
