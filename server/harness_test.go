@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -285,4 +286,13 @@ func plistDict(t *testing.T, m map[string]any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// statusOf returns the HTTP status of a *sim.StatusError, or 0.
+func statusOf(err error) int {
+	var se *sim.StatusError
+	if errors.As(err, &se) {
+		return se.Status
+	}
+	return 0
 }
