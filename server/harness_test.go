@@ -35,14 +35,14 @@ func backends(t *testing.T) map[string]func(t *testing.T) string {
 	t.Helper()
 	return map[string]func(t *testing.T) string{
 		"sqlite":   func(t *testing.T) string { return "" }, // the default: SQLite in the data dir
-		"postgres": postgresDSN,
+		"postgres": func(t *testing.T) string { return postgresDSN(t) },
 	}
 }
 
 // postgresDSN returns a URL for a fresh schema in the test PostgreSQL,
 // dropped when the test ends. Without BRAMLEY_TEST_POSTGRES the test skips,
 // except in CI, where PostgreSQL must be there.
-func postgresDSN(t *testing.T) string {
+func postgresDSN(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv("BRAMLEY_TEST_POSTGRES")
 	if base == "" {
@@ -76,7 +76,7 @@ func postgresDSN(t *testing.T) string {
 	return base + sep + "search_path=" + schema
 }
 
-func randomBytes(t *testing.T, n int) []byte {
+func randomBytes(t testing.TB, n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
