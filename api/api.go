@@ -42,6 +42,7 @@ type API struct {
 	now     func() time.Time
 	maxBody int64
 	handler http.Handler
+	tokens  EnrollmentTokens
 }
 
 // Option configures an API.
@@ -100,6 +101,7 @@ func (a *API) routes() []route {
 		{pattern: "POST " + prefix + "/commands", serve: a.enqueueForMany},
 		{pattern: "GET " + prefix + "/commands/{uuid}", serve: a.getCommand},
 		{pattern: "DELETE " + prefix + "/commands/{uuid}", serve: a.cancelCommand},
+		{pattern: "POST " + prefix + "/enrollment-tokens", serve: a.createEnrollmentToken},
 	}
 }
 
