@@ -43,6 +43,9 @@ type API struct {
 	maxBody int64
 	handler http.Handler
 	tokens  EnrollmentTokens
+	// pushCerts and pusher serve the push routes; nil: 503.
+	pushCerts PushCertificates
+	pusher    Pusher
 }
 
 // Option configures an API.
@@ -102,6 +105,10 @@ func (a *API) routes() []route {
 		{pattern: "GET " + prefix + "/commands/{uuid}", serve: a.getCommand},
 		{pattern: "DELETE " + prefix + "/commands/{uuid}", serve: a.cancelCommand},
 		{pattern: "POST " + prefix + "/enrollment-tokens", serve: a.createEnrollmentToken},
+		{pattern: "GET " + prefix + "/push-certificates", serve: a.listPushCertificates},
+		{pattern: "PUT " + prefix + "/push-certificates", serve: a.uploadPushCertificate},
+		{pattern: "POST " + prefix + "/devices/{id}/push", serve: a.pushDevice},
+		{pattern: "POST " + prefix + "/push", serve: a.pushMany},
 	}
 }
 
