@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Config is everything `bramley serve` is told. Defaults live in
@@ -40,15 +41,29 @@ type Config struct {
 	MaxBody int64
 	// LogFormat is "text" or "json".
 	LogFormat string
+	// PushTopic is the APNs topic enrollment profiles carry until a push
+	// certificate is uploaded (its topic then wins).
+	PushTopic string
+	// Organization names the organisation in enrollment profiles.
+	Organization string
+	// SignMessage makes enrolled devices sign every request
+	// (Mdm-Signature); needed behind a proxy that drops client certificates.
+	SignMessage bool
+	// IdentityLifetime is how long SCEP-issued device identities last.
+	IdentityLifetime time.Duration
+	// APNsURL and APNsCA point pushes at another APNs endpoint (a fake,
+	// a proxy); empty means Apple's production gateway.
+	APNsURL, APNsCA string
 }
 
 // DefaultConfig returns the configuration of `bramley serve` with no flags.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:   "./bramley-data",
-		Listen:    ":8443",
-		MaxBody:   1 << 20,
-		LogFormat: "text",
+		DataDir:          "./bramley-data",
+		Listen:           ":8443",
+		MaxBody:          1 << 20,
+		LogFormat:        "text",
+		IdentityLifetime: 365 * 24 * time.Hour,
 	}
 }
 
@@ -81,6 +96,17 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if c.PushTopic != "" && !strings.HasPrefix(c.PushTopic, "com.apple.mgmt.") {
+		errs = append(errs, fmt.Errorf("--push-topic %q: an MDM topic starts with com.apple.mgmt.", c.PushTopic))
+	}
+	if c.IdentityLifetime < 24*time.Hour || c.IdentityLifetime > 5*365*24*time.Hour {
+		errs = append(errs, fmt.Errorf("--identity-lifetime %s: between 24h and 5 years", c.IdentityLifetime))
+	}
+	if c.APNsURL != "" {
+		if u, err := url.Parse(c.APNsURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--apns-url %q: want an https:// URL", c.APNsURL))
+		}
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		errs = append(errs, errors.New("--api-key: at least 16 characters"))

@@ -105,17 +105,21 @@ func start(t *testing.T, db string, edit func(*server.Config)) *env {
 	if edit != nil {
 		edit(&cfg)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = server.PublicURLFor(cfg, ln.Addr().String())
+	}
 	logs := new(bytes.Buffer)
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, logger)
 	if err != nil {
 		cancel()
+		ln.Close()
 		t.Fatalf("server.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
@@ -131,7 +135,7 @@ func start(t *testing.T, db string, edit func(*server.Config)) *env {
 	})
 	roots := x509.NewCertPool()
 	roots.AddCert(srv.CA().Certificate())
-	e := &env{t: t, srv: srv, url: srv.PublicURL(ln), apiKey: srv.AdminKey(), roots: roots, logs: logs}
+	e := &env{t: t, srv: srv, url: srv.PublicURL(), apiKey: srv.AdminKey(), roots: roots, logs: logs}
 	if cfg.HTTP {
 		e.http = &http.Client{Timeout: 10 * time.Second}
 	} else {

@@ -20,6 +20,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	checkins *prometheus.CounterVec
 	results  *prometheus.CounterVec
+	scep     *prometheus.CounterVec
 }
 
 type queueDepther interface {
@@ -42,8 +43,11 @@ func newMetrics(store queueDepther) *metrics {
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bramley_command_results_total", Help: "Connect requests by the Status the device reported.",
 		}, []string{"status"}),
+		scep: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bramley_scep_operations_total", Help: "SCEP operations by operation and outcome.",
+		}, []string{"operation", "outcome"}),
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.checkins, m.results,
+	m.registry.MustRegister(m.requests, m.duration, m.checkins, m.results, m.scep,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bramley_queue_depth", Help: "Commands queued and not yet answered, over all enrollments.",
@@ -68,6 +72,10 @@ func (m *metrics) observeCheckin(messageType string, status int) {
 		messageType = "malformed"
 	}
 	m.checkins.WithLabelValues(messageType, strconv.Itoa(status)).Inc()
+}
+
+func (m *metrics) observeSCEP(op, outcome string) {
+	m.scep.WithLabelValues(op, outcome).Inc()
 }
 
 func (m *metrics) observeResult(status string) {

@@ -20,13 +20,19 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
+	"github.com/bramley-mdm/bramley/enroll"
 	"github.com/bramley-mdm/bramley/identity"
+	"github.com/bramley-mdm/bramley/mdm"
 	"github.com/bramley-mdm/bramley/pki"
+	"github.com/bramley-mdm/bramley/push"
 	"github.com/bramley-mdm/bramley/queue"
+	"github.com/bramley-mdm/bramley/scep"
 	"github.com/bramley-mdm/bramley/storage"
 )
 
@@ -41,6 +47,10 @@ type Server struct {
 	adminKey string
 	metrics  *metrics
 	now      func() time.Time
+
+	providers *push.Providers
+	pushCerts *push.Manager
+	pusher    *push.Service
 }
 
 // Option configures a Server beyond its Config (tests use these).
@@ -86,7 +96,13 @@ func (s *Server) setUp(ctx context.Context) error {
 	if s.ca, err = pki.LoadOrCreateCA(ctx, s.store, sealer, s.now, pki.WithCertificateStore(s.store)); err != nil {
 		return fmt.Errorf("loading CA: %w", err)
 	}
-	anchors := []*x509.Certificate{s.ca.Certificate()}
+	// Identities issued by a CA that was rotated out or replaced still
+	// verify until their devices renew onto the current one.
+	previous, err := pki.PreviousCAs(ctx, s.store)
+	if err != nil {
+		return fmt.Errorf("loading previous CAs: %w", err)
+	}
+	anchors := append([]*x509.Certificate{s.ca.Certificate()}, previous...)
 	for _, f := range s.cfg.TrustCA {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -108,6 +124,19 @@ func (s *Server) setUp(ctx context.Context) error {
 	}
 	s.metrics = newMetrics(s.store)
 
+	if err := s.setUpPush(ctx, sealer); err != nil {
+		return err
+	}
+	signer, err := pki.LoadOrCreateSigner(ctx, s.store, sealer, s.ca)
+	if err != nil {
+		return err
+	}
+	serverID, err := s.store.CreateSetting(ctx, "server.id", []byte(mdm.NewUUID()))
+	if err != nil {
+		return fmt.Errorf("reading server ID: %w", err)
+	}
+	base := s.cfg.publicURL(s.cfg.Listen)
+
 	verifierOpts := []identity.Option{identity.WithLogger(s.logger), identity.WithClock(s.now)}
 	if s.cfg.ProxyCertHeader != "" {
 		verifierOpts = append(verifierOpts, identity.WithProxyHeader(s.cfg.ProxyCertHeader))
@@ -119,9 +148,21 @@ func (s *Server) setUp(ctx context.Context) error {
 		checkin.WithObserver(s.metrics.observeCheckin))
 	commands := queue.New(s.store, s.store, binder,
 		queue.WithLogger(s.logger), queue.WithClock(s.now),
-		queue.WithObserver(s.metrics.observeResult))
+		queue.WithObserver(s.metrics.observeResult), queue.WithEnqueueHook(s.pusher.Notify))
+	scepService := scep.New(s.ca, s.store,
+		scep.WithLogger(s.logger), scep.WithClock(s.now), scep.WithLifetime(s.cfg.IdentityLifetime),
+		scep.WithRenewals(s.store), scep.WithMaxBody(s.cfg.MaxBody), scep.WithObserver(s.metrics.observeSCEP))
+	enrollment := enroll.New(s.store, s.ca, signer, s.topic, enroll.Config{
+		PublicURL: base,
+		// Stable for this server (its database), so a newer profile
+		// replaces the installed one.
+		Identifier:   "com.bramley-mdm.enrollment." + strings.ToLower(string(serverID)),
+		Organization: s.cfg.Organization,
+		SignMessage:  s.cfg.SignMessage,
+	}, enroll.WithLogger(s.logger), enroll.WithClock(s.now))
 	admin := api.New(s.store, s.store, s.store, commands,
-		api.WithLogger(s.logger), api.WithClock(s.now), api.WithMaxBody(s.cfg.MaxBody))
+		api.WithLogger(s.logger), api.WithClock(s.now), api.WithMaxBody(s.cfg.MaxBody),
+		api.WithEnrollment(enrollment), api.WithPush(s.pushCerts, s.pusher))
 
 	mux := http.NewServeMux()
 	device := verifier.Middleware(s.cfg.MaxBody)
@@ -130,6 +171,9 @@ func (s *Server) setUp(ctx context.Context) error {
 		mux.Handle(m+" /mdm/checkin", device(checkins.Handler()))
 		mux.Handle(m+" /mdm/connect", device(commands.Handler()))
 	}
+	mux.Handle("GET /scep", scepService.Handler())
+	mux.Handle("POST /scep", scepService.Handler())
+	mux.Handle("GET /enroll", enrollment.Handler())
 	mux.Handle("/api/v1/", admin.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", s.metrics.handler())
@@ -166,6 +210,53 @@ func (s *Server) setUpAdminKey(ctx context.Context) error {
 		s.adminKey = key
 	}
 	return nil
+}
+
+// setUpPush loads the push certificates and builds the push service.
+func (s *Server) setUpPush(ctx context.Context, sealer *pki.Sealer) error {
+	var opts []push.ProviderOption
+	if s.cfg.APNsURL != "" {
+		opts = append(opts, push.WithURL(s.cfg.APNsURL))
+	}
+	if s.cfg.APNsCA != "" {
+		data, err := os.ReadFile(s.cfg.APNsCA)
+		if err != nil {
+			return fmt.Errorf("--apns-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return fmt.Errorf("--apns-ca %s: no PEM certificate", s.cfg.APNsCA)
+		}
+		opts = append(opts, push.WithRootCAs(pool))
+	}
+	s.providers = push.NewProviders()
+	s.pushCerts = push.NewManager(s.store, sealer, s.providers, push.WithProviderOptions(opts...),
+		push.WithManagerLogger(s.logger), push.WithManagerClock(s.now))
+	if err := s.pushCerts.Load(ctx); err != nil {
+		return fmt.Errorf("loading push certificates: %w", err)
+	}
+	pm := push.NewMetrics(s.providers, s.now)
+	if err := s.metrics.registry.Register(pm); err != nil {
+		return fmt.Errorf("registering push metrics: %w", err)
+	}
+	var err error
+	s.pusher, err = push.New(s.store, s.providers, push.WithLogger(s.logger), push.WithClock(s.now), push.WithObserver(pm.Observe))
+	return err
+}
+
+// topic is the APNs topic new enrollments use: the newest push
+// certificate's, or --push-topic before any is uploaded.
+func (s *Server) topic(ctx context.Context) (string, error) {
+	topic, err := s.pushCerts.Topic(ctx)
+	switch {
+	case err == nil:
+		return topic, nil
+	case !errors.Is(err, push.ErrNoCertificate):
+		return "", err
+	case s.cfg.PushTopic != "":
+		return s.cfg.PushTopic, nil
+	}
+	return "", enroll.ErrNoTopic
 }
 
 func (s *Server) setUpTLS() error {
@@ -229,8 +320,12 @@ func (s *Server) AdminKey() string { return s.adminKey }
 // TLSConfig is the TLS configuration served, nil with --http.
 func (s *Server) TLSConfig() *tls.Config { return s.tls }
 
-// PublicURL is the base URL devices use, given where ln listens.
-func (s *Server) PublicURL(ln net.Listener) string { return s.cfg.publicURL(ln.Addr().String()) }
+// PublicURL is the base URL devices use.
+func (s *Server) PublicURL() string { return s.cfg.publicURL(s.cfg.Listen) }
+
+// PublicURLFor derives the base URL devices use from the address bramley
+// actually listens on, for when --public-url is not given.
+func PublicURLFor(cfg Config, listenAddr string) string { return cfg.publicURL(listenAddr) }
 
 // Serve serves on ln until ctx ends, then shuts down gracefully: requests
 // in flight get up to 15 seconds to finish.
@@ -250,6 +345,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	background := s.startBackground(ctx)
 	select {
 	case err := <-errc:
 		return err
@@ -260,11 +356,43 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutting down: %w", err)
 	}
+	background.Wait()
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
-// Close closes the database.
-func (s *Server) Close() error { return s.store.Close() }
+// startBackground runs the work that goes on between requests until ctx
+// ends: re-pushing enrollments with pending commands, and picking up push
+// certificates another replica uploaded.
+func (s *Server) startBackground(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.pusher.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.logger.Error("push scheduler stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.pushCerts.Load(ctx); err != nil {
+					s.logger.Warn("reloading push certificates", "err", err)
+				}
+			}
+		}
+	})
+	return &wg
+}
+
+// Close waits for pushes in flight and closes the database.
+func (s *Server) Close() error {
+	s.pusher.Wait()
+	s.providers.Close()
+	return s.store.Close()
+}

@@ -7,9 +7,12 @@ import (
 
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
+	"github.com/bramley-mdm/bramley/enroll"
 	"github.com/bramley-mdm/bramley/identity"
 	"github.com/bramley-mdm/bramley/pki"
+	"github.com/bramley-mdm/bramley/push"
 	"github.com/bramley-mdm/bramley/queue"
+	"github.com/bramley-mdm/bramley/scep"
 	"github.com/bramley-mdm/bramley/storage/postgres"
 	"github.com/bramley-mdm/bramley/storage/sqlite"
 )
@@ -27,6 +30,10 @@ type Store interface {
 	api.KeyStore
 	pki.SettingStore
 	pki.CertificateStore
+	scep.ChallengeStore
+	enroll.Store
+	push.Store
+	push.CertStore
 	QueueDepth(ctx context.Context) (int64, error)
 	Ping(ctx context.Context) error
 	Close() error

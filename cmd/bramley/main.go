@@ -38,6 +38,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.AddCommand(
 		serveCommand(getenv, stdout, stderr),
 		versionCommand(stdout),
+		enrollCommand(getenv, stdout),
+		pushCommand(getenv, stdout),
+		caCommand(getenv, stdout),
 	)
 	return root.ExecuteContext(ctx)
 }

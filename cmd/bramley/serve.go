@@ -35,6 +35,12 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 	f.StringVar(&cfg.SecretKey, "secret-key", cfg.SecretKey, "base64 of the 32-byte key sealing secrets at rest (default: DATA/secret.key)")
 	f.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body accepted, in bytes")
 	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log format: text or json")
+	f.StringVar(&cfg.PushTopic, "push-topic", cfg.PushTopic, "APNs topic for enrollment profiles until a push certificate is uploaded")
+	f.StringVar(&cfg.Organization, "organization", cfg.Organization, "organisation named in enrollment profiles")
+	f.BoolVar(&cfg.SignMessage, "sign-message", cfg.SignMessage, "enrolled devices sign every request (Mdm-Signature), for proxies that drop client certificates")
+	f.DurationVar(&cfg.IdentityLifetime, "identity-lifetime", cfg.IdentityLifetime, "lifetime of device identities issued through SCEP")
+	f.StringVar(&cfg.APNsURL, "apns-url", cfg.APNsURL, "APNs endpoint (default: Apple's production gateway)")
+	f.StringVar(&cfg.APNsCA, "apns-ca", cfg.APNsCA, "PEM file of CAs to trust for --apns-url")
 	withEnvUsage(cmd)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -46,18 +52,25 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 		}
 		logger := newLogger(stderr, cfg.LogFormat)
 		ctx := cmd.Context()
+		// Listen first: with port 0 the public URL (which profiles carry)
+		// is only known once bound.
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listening: %w", err)
+		}
+		defer ln.Close()
+		if cfg.PublicURL == "" {
+			cfg.PublicURL = server.PublicURLFor(cfg, ln.Addr().String())
+		}
 		srv, err := server.New(ctx, cfg, logger)
 		if err != nil {
 			return err
 		}
 		defer srv.Close()
-		ln, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("listening: %w", err)
-		}
-		base := srv.PublicURL(ln)
+		base := cfg.PublicURL
 		fmt.Fprintf(stdout, "bramley is listening on %s\n", ln.Addr())
 		fmt.Fprintf(stdout, "  devices check in at  %s/mdm/checkin and %s/mdm/connect\n", base, base)
+		fmt.Fprintf(stdout, "  enrollment           %s/enroll?token=…  (mint tokens: POST /api/v1/enrollment-tokens)\n", base)
 		fmt.Fprintf(stdout, "  admin API            %s/api/v1/  (OpenAPI: %s/api/v1/openapi.yaml)\n", base, base)
 		if key := srv.AdminKey(); key != "" {
 			fmt.Fprintf(stdout, "\nAdmin API key (shown once, stored hashed — keep it):\n  %s\n\n", key)

@@ -109,8 +109,9 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at             = excluded.updated_at`
 
 // StoreTokenUpdate creates or updates the enrollment of the message's
-// channel, enables it and marks the device enrolled. storage.ErrNotFound
-// when the device is unknown.
+// channel, enables it, resets its push state (clearing a token marked
+// invalid) and marks the device enrolled. storage.ErrNotFound when the
+// device is unknown.
 func (s *Store) StoreTokenUpdate(ctx context.Context, msg *mdm.TokenUpdate, sealedUnlockToken []byte, now time.Time) error {
 	deviceID, id, t := msg.DeviceID(), msg.ID(), ts(now)
 	u := userOf(msg.Enrollment)
@@ -118,8 +119,11 @@ func (s *Store) StoreTokenUpdate(ctx context.Context, msg *mdm.TokenUpdate, seal
 		if err := mustAffect(tx.Exec(ctx, enrollDeviceSQL, deviceID, t)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, upsertEnrollmentSQL, id, deviceID, u.id, u.shortName, u.longName,
-			msg.Topic, msg.Token, msg.PushMagic, nullBytes(sealedUnlockToken), msg.AwaitingConfiguration, t)
+		if _, err := tx.Exec(ctx, upsertEnrollmentSQL, id, deviceID, u.id, u.shortName, u.longName,
+			msg.Topic, msg.Token, msg.PushMagic, nullBytes(sealedUnlockToken), msg.AwaitingConfiguration, t); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, resetPushStateSQL, id)
 		return err
 	})
 	if err != nil {

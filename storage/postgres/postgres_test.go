@@ -13,9 +13,12 @@ import (
 
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
+	"github.com/bramley-mdm/bramley/enroll"
 	"github.com/bramley-mdm/bramley/identity"
 	"github.com/bramley-mdm/bramley/pki"
+	"github.com/bramley-mdm/bramley/push"
 	"github.com/bramley-mdm/bramley/queue"
+	"github.com/bramley-mdm/bramley/scep"
 	"github.com/bramley-mdm/bramley/storage/storagetest"
 )
 
@@ -32,6 +35,12 @@ var (
 	_ api.KeyStore           = (*Store)(nil)
 	_ pki.SettingStore       = (*Store)(nil)
 	_ pki.CertificateStore   = (*Store)(nil)
+	_ enroll.Store           = (*Store)(nil)
+	_ scep.ChallengeStore    = (*Store)(nil)
+	_ scep.RenewalStore      = (*Store)(nil)
+	_ push.Store             = (*Store)(nil)
+	_ push.CertStore         = (*Store)(nil)
+	_ pki.SettingWriter      = (*Store)(nil)
 	_ storagetest.Store      = (*Store)(nil)
 )
 

@@ -24,10 +24,13 @@ func (s *Store) CertBinding(ctx context.Context, deviceID string) ([]byte, time.
 }
 
 // CertDevice returns the device a certificate is bound to;
-// storage.ErrNotFound when it is bound to none.
+// storage.ErrNotFound when it is bound to none, or bramley revoked it: a
+// revoked identity renews nothing.
 func (s *Store) CertDevice(ctx context.Context, hash []byte) (string, error) {
 	var id string
-	err := s.r.QueryRowContext(ctx, `SELECT id FROM devices WHERE cert_hash = ?1`, nullBytes(hash)).Scan(&id)
+	err := s.r.QueryRowContext(ctx, `SELECT id FROM devices d WHERE cert_hash = ?1
+		AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.sha256 = d.cert_hash AND c.revoked = 1)`,
+		nullBytes(hash)).Scan(&id)
 	if err != nil {
 		return "", fmt.Errorf("looking up certificate binding: %w", notFound(err))
 	}

@@ -108,8 +108,9 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at             = excluded.updated_at`
 
 // StoreTokenUpdate creates or updates the enrollment of the message's
-// channel, enables it and marks the device enrolled. storage.ErrNotFound
-// when the device is unknown.
+// channel, enables it, resets its push state (clearing a token marked
+// invalid) and marks the device enrolled. storage.ErrNotFound when the
+// device is unknown.
 func (s *Store) StoreTokenUpdate(ctx context.Context, msg *mdm.TokenUpdate, sealedUnlockToken []byte, now time.Time) error {
 	deviceID, id := msg.DeviceID(), msg.ID()
 	u := userOf(msg.Enrollment)
@@ -117,9 +118,12 @@ func (s *Store) StoreTokenUpdate(ctx context.Context, msg *mdm.TokenUpdate, seal
 		if err := mustAffect(tx.ExecContext(ctx, enrollDeviceSQL, deviceID, micros(now))); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, upsertEnrollmentSQL, id, deviceID, u.id, u.shortName, u.longName,
+		if _, err := tx.ExecContext(ctx, upsertEnrollmentSQL, id, deviceID, u.id, u.shortName, u.longName,
 			msg.Topic, msg.Token, msg.PushMagic, nullBytes(sealedUnlockToken), msg.AwaitingConfiguration,
-			micros(now))
+			micros(now)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, resetPushStateSQL, id)
 		return err
 	})
 	if err != nil {

@@ -140,9 +140,9 @@ WHERE enrollment_id = ?1 AND command_uuid = ?2 AND delivered_at IS NULL
 // common answer (nothing to do, or a command already sent) never waits for
 // the writer.
 func (s *Store) NextCommand(ctx context.Context, enrollmentID string, skipNotNow bool, now time.Time) (*mdm.Command, error) {
-	q := s.nextPendingNotNow
+	q := s.prepared[nextPendingNotNowSQL]
 	if skipNotNow {
-		q = s.nextPending
+		q = s.prepared[nextPendingSQL]
 	}
 	// A cancel or result landing between the read and the write makes the
 	// write miss; reading again then finds what now comes next. Each retry
@@ -161,7 +161,7 @@ func (s *Store) NextCommand(ctx context.Context, enrollmentID string, skipNotNow
 		if delivered {
 			return &cmd, nil
 		}
-		res, err := s.w.ExecContext(ctx, markDeliveredSQL, enrollmentID, cmd.CommandUUID, micros(now))
+		res, err := s.prepared[markDeliveredSQL].ExecContext(ctx, enrollmentID, cmd.CommandUUID, micros(now))
 		if err != nil {
 			return nil, fmt.Errorf("marking %s delivered to %s: %w", cmd.CommandUUID, enrollmentID, err)
 		}
@@ -189,6 +189,8 @@ WHERE enrollment_id = ?1 AND command_uuid = ?2
 	resultRequestTypeSQL = `
 SELECT c.request_type FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid
 WHERE q.enrollment_id = ?1 AND q.command_uuid = ?2`
+	deviceSeenSQL     = `UPDATE devices SET last_seen = ?2 WHERE id = ?1`
+	enrollmentSeenSQL = `UPDATE enrollments SET last_seen = ?2 WHERE id = ?1`
 )
 
 // StoreResult records a device's answer, with the complete result plist,
@@ -212,16 +214,17 @@ func (s *Store) StoreResult(ctx context.Context, enrollmentID string, res *mdm.C
 	var requestType string
 	var found bool
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen = ?2 WHERE id = ?1`, deviceID, t); err != nil {
+		stmt := func(q string) *sql.Stmt { return tx.StmtContext(ctx, s.prepared[q]) }
+		if _, err := stmt(deviceSeenSQL).ExecContext(ctx, deviceID, t); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE enrollments SET last_seen = ?2 WHERE id = ?1`, enrollmentID, t); err != nil {
+		if _, err := stmt(enrollmentSeenSQL).ExecContext(ctx, enrollmentID, t); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, update, enrollmentID, res.CommandUUID, res.Status, res.Raw, t); err != nil {
+		if _, err := stmt(update).ExecContext(ctx, enrollmentID, res.CommandUUID, res.Status, res.Raw, t); err != nil {
 			return err
 		}
-		err := tx.QueryRowContext(ctx, resultRequestTypeSQL, enrollmentID, res.CommandUUID).Scan(&requestType)
+		err := stmt(resultRequestTypeSQL).QueryRowContext(ctx, enrollmentID, res.CommandUUID).Scan(&requestType)
 		if errors.Is(err, sql.ErrNoRows) {
 			// Not an error of the transaction: the device was still seen.
 			return nil

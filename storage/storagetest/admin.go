@@ -14,7 +14,7 @@ func testUpdateDeviceInfo(t *testing.T, s Store) {
 	ctx := t.Context()
 	wantErr(t, s.UpdateDeviceInfo(ctx, "D", storage.Device{DeviceName: "x"}, t0), storage.ErrNotFound,
 		"UpdateDeviceInfo of an unknown device")
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	before := *device(t, s, "D")
 
 	info := storage.Device{
@@ -54,7 +54,7 @@ func testDevices(t *testing.T, s Store) {
 	ctx := t.Context()
 	equal(t, deviceIDs(t, s, storage.DeviceFilter{}), []string{}, "devices of an empty store")
 	for _, id := range []string{"C1", "A2", "B1", "A1", "B2"} {
-		enroll(t, s, t0, id)
+		enrollDevice(t, s, t0, id)
 	}
 	ue := authMsg("")
 	ue.UDID, ue.EnrollmentID, ue.SerialNumber = "", "BYOD", ""
@@ -110,8 +110,8 @@ func testEnrollments(t *testing.T, s Store) {
 	_, err = s.Enrollment(ctx, "NOPE")
 	wantErr(t, err, storage.ErrNotFound, "Enrollment of an unknown ID")
 
-	enroll(t, s, t0, "D", "B", "A")
-	enroll(t, s, t0, "D2", "C")
+	enrollDevice(t, s, t0, "D", "B", "A")
+	enrollDevice(t, s, t0, "D2", "C")
 	es, err = s.Enrollments(ctx, "D")
 	must(t, err, "Enrollments")
 	var ids []string

@@ -18,7 +18,7 @@ import (
 func Benchmark(b *testing.B, open func(b *testing.B) Store) {
 	s := open(b)
 	for i := range benchDevices {
-		enroll(b, s, t0, benchDevice(i))
+		enrollDevice(b, s, t0, benchDevice(i))
 	}
 	var seq atomic.Int64 // keeps UUIDs and device IDs unique across runs
 	b.Run("NextCommandEmpty", func(b *testing.B) { benchNextCommandEmpty(b, s) })
@@ -65,7 +65,7 @@ func benchNextCommandEmptyParallel(b *testing.B, s Store) {
 func benchNextCommandQueued(b *testing.B, s Store, seq *atomic.Int64) {
 	ctx := context.Background()
 	id := fmt.Sprintf("QUEUED-%d", seq.Add(1))
-	enroll(b, s, t0, id)
+	enrollDevice(b, s, t0, id)
 	for i := range 101 {
 		enqueue(b, s, command(fmt.Sprintf("%s-%03d", id, i), 0, t0), id)
 	}

@@ -71,8 +71,8 @@ func testAuthenticateKeepsOmittedAttributes(t *testing.T, s Store) {
 
 func testAuthenticateStartsFresh(t *testing.T, s Store) {
 	ctx := t.Context()
-	enroll(t, s, t0, "D", "U")
-	enroll(t, s, t0, "OTHER")
+	enrollDevice(t, s, t0, "D", "U")
+	enrollDevice(t, s, t0, "OTHER")
 	enqueue(t, s, command("both", 0, t0), "D", "D:U")
 	enqueue(t, s, command("acked", 0, t0), "D")
 	enqueue(t, s, command("notnow", 0, t0), "D")
@@ -193,7 +193,7 @@ func testTokenUpdate(t *testing.T, s Store) {
 
 func testTokenUpdateUserChannel(t *testing.T, s Store) {
 	ctx := t.Context()
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	tu := tokenMsg("D:USER-1")
 	must(t, s.StoreTokenUpdate(ctx, tu, nil, at(time.Minute)), "user TokenUpdate")
 	equal(t, *enrollment(t, s, "D:USER-1"), storage.Enrollment{
@@ -220,7 +220,7 @@ func testTokenUpdateUserChannel(t *testing.T, s Store) {
 func testCheckOut(t *testing.T, s Store) {
 	ctx := t.Context()
 	wantErr(t, s.CheckOut(ctx, "D", t0), storage.ErrNotFound, "CheckOut of an unknown enrollment")
-	enroll(t, s, t0, "D", "U1", "U2")
+	enrollDevice(t, s, t0, "D", "U1", "U2")
 	wantErr(t, s.CheckOut(ctx, "D:NOBODY", t0), storage.ErrNotFound, "CheckOut of an unknown user channel")
 
 	must(t, s.CheckOut(ctx, "D:U1", at(time.Minute)), "CheckOut of a user channel")
@@ -247,7 +247,7 @@ func testBootstrapToken(t *testing.T, s Store) {
 	_, err := s.BootstrapToken(ctx, "D")
 	wantErr(t, err, storage.ErrNotFound, "BootstrapToken of an unknown device")
 
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	_, err = s.BootstrapToken(ctx, "D")
 	wantErr(t, err, storage.ErrNotFound, "BootstrapToken before one was escrowed")
 	equal(t, device(t, s, "D").HasBootstrap, false, "HasBootstrap before escrow")

@@ -13,8 +13,8 @@ import (
 
 func testEnqueue(t *testing.T, s Store) {
 	ctx := t.Context()
-	enroll(t, s, t0, "D1", "U")
-	enroll(t, s, t0, "D2")
+	enrollDevice(t, s, t0, "D1", "U")
+	enrollDevice(t, s, t0, "D2")
 	cmd := command("C1", 3, t0)
 	cmd.ExpiresAt = at(time.Hour)
 
@@ -51,7 +51,7 @@ func testEnqueue(t *testing.T, s Store) {
 
 func testNextCommandOrder(t *testing.T, s Store) {
 	ctx := t.Context()
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	enqueue(t, s, command("A", 0, t0), "D")
 	// Older by its clock but queued later: queue order decides.
 	enqueue(t, s, command("B", 0, at(-time.Hour)), "D")
@@ -81,8 +81,8 @@ func testNextCommandOrder(t *testing.T, s Store) {
 }
 
 func testNextCommandDelivery(t *testing.T, s Store) {
-	enroll(t, s, t0, "D1")
-	enroll(t, s, t0, "D2")
+	enrollDevice(t, s, t0, "D1")
+	enrollDevice(t, s, t0, "D2")
 	equal(t, next(t, s, "D1", false, t0), "", "next command of an empty queue")
 	equal(t, next(t, s, "UNKNOWN", false, t0), "", "next command of an unknown enrollment")
 
@@ -99,7 +99,7 @@ func testNextCommandDelivery(t *testing.T, s Store) {
 }
 
 func testNextCommandNotNow(t *testing.T, s Store) {
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	enqueue(t, s, command("A", 0, t0), "D")
 	enqueue(t, s, command("B", 0, t0), "D")
 	enqueue(t, s, command("C", 0, t0), "D")
@@ -122,7 +122,7 @@ func testNextCommandNotNow(t *testing.T, s Store) {
 	equal(t, next(t, s, "D", false, t0), "B", "next command with all NotNow'd")
 
 	// Priority orders Pending and NotNow entries together.
-	enroll(t, s, t0, "E")
+	enrollDevice(t, s, t0, "E")
 	enqueue(t, s, command("E-LOW", 0, t0), "E")
 	enqueue(t, s, command("E-HIGH", 5, t0), "E")
 	equal(t, next(t, s, "E", false, t0), "E-HIGH", "first command")
@@ -132,7 +132,7 @@ func testNextCommandNotNow(t *testing.T, s Store) {
 }
 
 func testNextCommandExpiry(t *testing.T, s Store) {
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	cmd := command("X", 0, t0)
 	cmd.ExpiresAt = at(time.Hour)
 	enqueue(t, s, cmd, "D")
@@ -159,8 +159,8 @@ func testNextCommandExpiry(t *testing.T, s Store) {
 
 func testStoreResult(t *testing.T, s Store) {
 	ctx := t.Context()
-	enroll(t, s, t0, "D1")
-	enroll(t, s, t0, "D2")
+	enrollDevice(t, s, t0, "D1")
+	enrollDevice(t, s, t0, "D2")
 	cmd := command("C", 0, t0)
 	cmd.RequestType = "DeviceInformation"
 	enqueue(t, s, cmd, "D1")
@@ -200,7 +200,7 @@ func testStoreResult(t *testing.T, s Store) {
 
 func testStoreResultStatuses(t *testing.T, s Store) {
 	ctx := t.Context()
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	for _, uuid := range []string{"ERR", "FMT", "NN", "CX", "UNSENT"} {
 		enqueue(t, s, command(uuid, 0, t0), "D")
 	}
@@ -239,7 +239,7 @@ func testCancelCommand(t *testing.T, s Store) {
 	wantErr(t, err, storage.ErrNotFound, "CancelCommand of an unknown command")
 
 	for _, id := range []string{"SENT", "NOTNOW", "ANSWERED", "WAITING"} {
-		enroll(t, s, t0, id)
+		enrollDevice(t, s, t0, id)
 	}
 	enqueue(t, s, command("X", 0, t0), "SENT", "NOTNOW", "ANSWERED", "WAITING")
 	equal(t, next(t, s, "SENT", false, t0), "X", "delivery")
@@ -271,7 +271,7 @@ func testCancelCommand(t *testing.T, s Store) {
 
 func testQueue(t *testing.T, s Store) {
 	ctx := t.Context()
-	enroll(t, s, t0, "D")
+	enrollDevice(t, s, t0, "D")
 	enqueue(t, s, command("A", 0, t0), "D")
 	enqueue(t, s, command("B", 5, at(time.Second)), "D")
 	soon := command("SOON", 0, t0)
@@ -312,8 +312,8 @@ func testQueueDepth(t *testing.T, s Store) {
 		return n
 	}
 	equal(t, depth(), 0, "depth of an empty queue")
-	enroll(t, s, t0, "D1")
-	enroll(t, s, t0, "D2")
+	enrollDevice(t, s, t0, "D1")
+	enrollDevice(t, s, t0, "D2")
 	// QueueDepth has no clock of its own: expiry is relative to now.
 	now := time.Now()
 	enqueue(t, s, command("A", 0, t0), "D1", "D2")
@@ -342,7 +342,7 @@ func testConcurrentQueues(t *testing.T, s Store) {
 	const devices, commands = 6, 15
 	ctx := t.Context()
 	for i := range devices {
-		enroll(t, s, t0, fmt.Sprintf("D%d", i))
+		enrollDevice(t, s, t0, fmt.Sprintf("D%d", i))
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, devices*2)

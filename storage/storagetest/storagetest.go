@@ -22,10 +22,13 @@ import (
 
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
+	"github.com/bramley-mdm/bramley/enroll"
 	"github.com/bramley-mdm/bramley/identity"
 	"github.com/bramley-mdm/bramley/mdm"
 	"github.com/bramley-mdm/bramley/pki"
+	"github.com/bramley-mdm/bramley/push"
 	"github.com/bramley-mdm/bramley/queue"
+	"github.com/bramley-mdm/bramley/scep"
 	"github.com/bramley-mdm/bramley/storage"
 )
 
@@ -41,6 +44,15 @@ type Store interface {
 	api.KeyStore
 	pki.SettingStore
 	pki.CertificateStore
+	enroll.Store
+	scep.ChallengeStore
+	scep.RenewalStore
+	push.Store
+	push.CertStore
+	pki.SettingWriter
+
+	// PutSetting stores one value as PutSettings does.
+	PutSetting(ctx context.Context, name string, value []byte) error
 
 	// QueueDepth counts the queue entries still to be answered (Pending or
 	// NotNow) whose command has not expired.
@@ -87,6 +99,21 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"APIKeys", testAPIKeys},
 		{"Settings", testSettings},
 		{"SettingsRace", testSettingsRace},
+		{"EnrollmentTokens", testEnrollmentTokens},
+		{"EnrollmentTokenRace", testEnrollmentTokenRace},
+		{"Challenges", testChallenges},
+		{"ChallengeRace", testChallengeRace},
+		{"CertDeviceRevoked", testCertDeviceRevoked},
+		{"PutSettings", testPutSettings},
+		{"PushTargets", testPushTargets},
+		{"RecordPushResults", testRecordPushResults},
+		{"PushTokenInvalid", testPushTokenInvalid},
+		{"ClaimPendingPushes", testClaimPendingPushes},
+		{"ClaimPendingPushesOrder", testClaimPendingPushesOrder},
+		{"ClaimPendingPushesRace", testClaimPendingPushesRace},
+		{"TokenUpdateResetsPushState", testTokenUpdateResetsPushState},
+		{"PushCertificates", testPushCertificates},
+		{"TopicUsage", testTopicUsage},
 		{"Times", testTimes},
 		{"Ping", testPing},
 	}
@@ -162,9 +189,9 @@ func resultMsg(enrollmentID, uuid, status string) *mdm.CommandResults {
 	return r
 }
 
-// enroll authenticates the device (certificate hash of its ID) and sends
+// enrollDevice authenticates the device (certificate hash of its ID) and sends
 // the TokenUpdate of each enrollment ID given, device channel first.
-func enroll(t testing.TB, s Store, now time.Time, deviceID string, users ...string) {
+func enrollDevice(t testing.TB, s Store, now time.Time, deviceID string, users ...string) {
 	t.Helper()
 	ctx := context.Background()
 	must(t, s.StoreAuthenticate(ctx, authMsg(deviceID), hash(deviceID), now), "StoreAuthenticate %s", deviceID)
