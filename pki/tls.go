@@ -30,11 +30,16 @@ const (
 // profile). The files are reused while they parse, were signed by this CA,
 // cover hosts and do not expire within 30 days; otherwise a new ECDSA P-256
 // certificate is issued for hosts plus localhost and 127.0.0.1.
-func LoadOrCreateServerCert(dataDir string, hosts []string, ca *CA, now func() time.Time) (tls.Certificate, error) {
+//
+// A certificate signed by one of the previous CAs (rotated out) is kept
+// while it lasts: enrolled devices trust only the root their profile
+// carried, and would stop reaching bramley the moment its certificate came
+// from a root they have not been given yet.
+func LoadOrCreateServerCert(dataDir string, hosts []string, ca *CA, now func() time.Time, previous ...*x509.Certificate) (tls.Certificate, error) {
 	dir := filepath.Join(dataDir, "tls")
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
 	hosts = serverHosts(hosts)
-	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && serverCertUsable(c.Leaf, hosts, ca, now()) {
+	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && serverCertUsable(c.Leaf, hosts, append([]*x509.Certificate{ca.Certificate()}, previous...), now()) {
 		return c, nil
 	}
 
@@ -95,8 +100,8 @@ func serverHosts(hosts []string) []string {
 	return out
 }
 
-func serverCertUsable(leaf *x509.Certificate, hosts []string, ca *CA, now time.Time) bool {
-	if leaf == nil || leaf.CheckSignatureFrom(ca.Certificate()) != nil {
+func serverCertUsable(leaf *x509.Certificate, hosts []string, issuers []*x509.Certificate, now time.Time) bool {
+	if leaf == nil || !slices.ContainsFunc(issuers, func(ca *x509.Certificate) bool { return leaf.CheckSignatureFrom(ca) == nil }) {
 		return false
 	}
 	if now.Before(leaf.NotBefore) || now.Add(serverCertRenewBefore).After(leaf.NotAfter) {

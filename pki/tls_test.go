@@ -152,3 +152,28 @@ func TestLoadKeyPair(t *testing.T) {
 		t.Errorf("error %q does not name %s", err, want)
 	}
 }
+
+// TestServerCertKeptAcrossRotation: after a CA rotation the certificate the
+// old CA issued keeps being served, since enrolled devices trust that root.
+func TestServerCertKeptAcrossRotation(t *testing.T) {
+	oldCA, newCA := testCA(t), testCA(t)
+	dir := t.TempDir()
+	first, err := LoadOrCreateServerCert(dir, nil, oldCA, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := LoadOrCreateServerCert(dir, nil, newCA, time.Now, oldCA.Certificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kept.Leaf.Equal(first.Leaf) {
+		t.Fatal("the old CA's server certificate was replaced while the old CA is still trusted")
+	}
+	replaced, err := LoadOrCreateServerCert(dir, nil, newCA, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replaced.Leaf.CheckSignatureFrom(newCA.Certificate()) != nil {
+		t.Fatal("without the old CA, the certificate should come from the new one")
+	}
+}

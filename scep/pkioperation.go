@@ -345,6 +345,9 @@ func (s *Service) renew(ctx context.Context, req *request, csr *x509.Certificate
 	old := req.signer
 	roots := x509.NewCertPool()
 	roots.AddCert(s.ca.Certificate())
+	for _, c := range s.previous {
+		roots.AddCert(c)
+	}
 	_, err := old.Verify(x509.VerifyOptions{
 		Roots:       roots,
 		CurrentTime: s.now(),

@@ -127,3 +127,27 @@ func TestRenewalRefused(t *testing.T) {
 		checkFailure(t, r, scep.BadRequest)
 	})
 }
+
+// TestRenewalFromPreviousCA: after the CA is rotated, an identity the old
+// CA issued renews onto the new one — and only when the old CA is named.
+func TestRenewalFromPreviousCA(t *testing.T) {
+	oldCA, _ := testCA(t)
+	newCA, _ := testCA(t)
+	renewals := &memRenewals{}
+	old := enrolled(t, oldCA, renewals, 0, "device-1", "UDID-1")
+	csr := makeCSR(t, rsaKey(t, 2048, 1), "device-1", "")
+	req := libraryRequest(t, scep.RenewalReq, csr, old, newCA.Certificate())
+
+	without := New(newCA, &memChallenges{}, WithRenewals(renewals))
+	if r := parseReply(t, post(t, without.Handler(), req.der), newCA.Certificate(), old); r.msg.PKIStatus != scep.FAILURE {
+		t.Fatal("renewal from an unknown CA succeeded")
+	}
+	with := New(newCA, &memChallenges{}, WithRenewals(renewals), WithPreviousCAs([]*x509.Certificate{oldCA.Certificate()}))
+	r := parseReply(t, post(t, with.Handler(), req.der), newCA.Certificate(), old)
+	if r.msg.PKIStatus != scep.SUCCESS {
+		t.Fatalf("pkiStatus %q: %s", r.msg.PKIStatus, r.failInfoText)
+	}
+	if err := r.msg.Certificate.CheckSignatureFrom(newCA.Certificate()); err != nil {
+		t.Fatalf("renewed identity not issued by the current CA: %v", err)
+	}
+}

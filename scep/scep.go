@@ -18,6 +18,7 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -58,6 +59,9 @@ type Service struct {
 	maxBody         int64
 	observe         func(op, outcome string)
 	caps            string
+	// previous are CA certificates rotated out: identities they issued may
+	// still renew, onto the current CA.
+	previous []*x509.Certificate
 }
 
 // Option configures a Service.
@@ -65,6 +69,13 @@ type Option func(*Service)
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.logger = l } }
+
+// WithPreviousCAs accepts renewals signed by identities that CAs rotated out
+// (bramley ca rotate, ca import) issued; the new identity comes from the
+// current CA.
+func WithPreviousCAs(certs []*x509.Certificate) Option {
+	return func(s *Service) { s.previous = certs }
+}
 
 // WithClock sets the clock challenges and renewing identities are judged
 // against. Certificates take their dates from the CA's own clock.

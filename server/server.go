@@ -118,7 +118,7 @@ func (s *Server) setUp(ctx context.Context) error {
 		return err
 	}
 	if !s.cfg.HTTP {
-		if err := s.setUpTLS(); err != nil {
+		if err := s.setUpTLS(previous); err != nil {
 			return err
 		}
 	}
@@ -151,7 +151,8 @@ func (s *Server) setUp(ctx context.Context) error {
 		queue.WithObserver(s.metrics.observeResult), queue.WithEnqueueHook(s.pusher.Notify))
 	scepService := scep.New(s.ca, s.store,
 		scep.WithLogger(s.logger), scep.WithClock(s.now), scep.WithLifetime(s.cfg.IdentityLifetime),
-		scep.WithRenewals(s.store), scep.WithMaxBody(s.cfg.MaxBody), scep.WithObserver(s.metrics.observeSCEP))
+		scep.WithRenewals(s.store), scep.WithMaxBody(s.cfg.MaxBody), scep.WithObserver(s.metrics.observeSCEP),
+		scep.WithPreviousCAs(previous))
 	enrollment := enroll.New(s.store, s.ca, signer, s.topic, enroll.Config{
 		PublicURL: base,
 		// Stable for this server (its database), so a newer profile
@@ -259,13 +260,13 @@ func (s *Server) topic(ctx context.Context) (string, error) {
 	return "", enroll.ErrNoTopic
 }
 
-func (s *Server) setUpTLS() error {
+func (s *Server) setUpTLS(previousCAs []*x509.Certificate) error {
 	var cert tls.Certificate
 	var err error
 	if s.cfg.TLSCert != "" {
 		cert, err = pki.LoadKeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 	} else {
-		cert, err = pki.LoadOrCreateServerCert(s.cfg.DataDir, s.tlsHosts(), s.ca, s.now)
+		cert, err = pki.LoadOrCreateServerCert(s.cfg.DataDir, s.tlsHosts(), s.ca, s.now, previousCAs...)
 	}
 	if err != nil {
 		return fmt.Errorf("server certificate: %w", err)
