@@ -44,6 +44,10 @@ func (b *checkinBase) Identifiers() Enrollment { return b.Enrollment }
 // Raw returns the exact body the device sent.
 func (b *checkinBase) Raw() []byte { return b.raw }
 
+// setRaw keeps the body the message was decoded from; every message type
+// embeds checkinBase, so DecodeCheckin sets it through this one method.
+func (b *checkinBase) setRaw(raw []byte) { b.raw = raw }
+
 // Authenticate is the first message of an enrollment (authenticate.yaml).
 // Old iOS sends no DeviceName, Model or ModelName; macOS adds a Challenge
 // key that nothing uses and that is ignored here.
@@ -158,30 +162,10 @@ func DecodeCheckin(body []byte) (CheckinMessage, error) {
 	if err := validateCheckin(msg); err != nil {
 		return nil, fmt.Errorf("%s: %w", head.MessageType, err)
 	}
-	setRaw(msg, body)
+	msg.(interface{ setRaw([]byte) }).setRaw(body)
 	return msg, nil
 }
 
-func setRaw(msg CheckinMessage, body []byte) {
-	switch m := msg.(type) {
-	case *Authenticate:
-		m.raw = body
-	case *TokenUpdate:
-		m.raw = body
-	case *CheckOut:
-		m.raw = body
-	case *UserAuthenticate:
-		m.raw = body
-	case *SetBootstrapToken:
-		m.raw = body
-	case *GetBootstrapToken:
-		m.raw = body
-	case *DeclarativeManagement:
-		m.raw = body
-	case *GetToken:
-		m.raw = body
-	}
-}
 
 func validateCheckin(msg CheckinMessage) error {
 	switch m := msg.(type) {
