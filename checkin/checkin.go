@@ -244,17 +244,21 @@ func storeErr(what string, err error) error {
 }
 
 func (s *Service) getBootstrapToken(ctx context.Context, w http.ResponseWriter, deviceID string) error {
-	var resp mdm.BootstrapTokenResponse
+	// No token escrowed: a dictionary without BootstrapToken (the
+	// response type has no omitempty, and an empty <data/> would read as
+	// an escrowed empty token).
+	var resp any = map[string]any{}
 	sealed, err := s.bootstrap.BootstrapToken(ctx, deviceID)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
-		// No token escrowed: a dictionary without BootstrapToken.
 	case err != nil:
 		return fmt.Errorf("reading bootstrap token: %w", err)
 	default:
-		if resp.BootstrapToken, err = s.sealer.Open(sealed); err != nil {
+		token, err := s.sealer.Open(sealed)
+		if err != nil {
 			return fmt.Errorf("opening bootstrap token: %w", err)
 		}
+		resp = mdm.BootstrapTokenResponse{BootstrapToken: token}
 	}
 	out, err := plist.Marshal(resp)
 	if err != nil {
