@@ -1,9 +1,12 @@
-// Package sim is a simulated Apple device: it holds its own key and identity
-// certificate and speaks the real MDM protocol over HTTP — Authenticate,
-// TokenUpdate, connect — answering commands with results shaped like a real
-// device's (see the captures in mdm/testdata), now and then NotNow.
+// Package sim is a simulated Apple device. It enrolls for real — downloads
+// and verifies the signed enrollment profile, gets its identity through SCEP
+// (EnrollDirect) — or is handed an identity, then speaks the real MDM
+// protocol over HTTP: Authenticate, TokenUpdate, connect, answering commands
+// with results shaped like a real device's (see the captures in
+// mdm/testdata), now and then NotNow. A Fleet keeps devices connected, woken
+// by pushes or polling.
 //
-// Tests, `bramley demo` and `bramley bench` drive it.
+// Tests, `bramley sim` and `bramley demo` drive it.
 package sim
 
 import (

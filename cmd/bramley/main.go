@@ -41,6 +41,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		enrollCommand(getenv, stdout),
 		pushCommand(getenv, stdout),
 		caCommand(getenv, stdout),
+		simCommand(getenv, stdout),
+		demoCommand(stdout, stderr),
 	)
 	return root.ExecuteContext(ctx)
 }
