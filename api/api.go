@@ -46,6 +46,8 @@ type API struct {
 	// pushCerts and pusher serve the push routes; nil: 503.
 	pushCerts PushCertificates
 	pusher    Pusher
+	// renewals serves /identity-renewals; nil: 503.
+	renewals RenewalLister
 }
 
 // Option configures an API.
@@ -109,6 +111,7 @@ func (a *API) routes() []route {
 		{pattern: "PUT " + prefix + "/push-certificates", serve: a.uploadPushCertificate},
 		{pattern: "POST " + prefix + "/devices/{id}/push", serve: a.pushDevice},
 		{pattern: "POST " + prefix + "/push", serve: a.pushMany},
+		{pattern: "GET " + prefix + "/identity-renewals", serve: a.listRenewals},
 	}
 }
 

@@ -2,6 +2,8 @@
 // administrator mints an enrollment token; a person opens /enroll?token=…
 // and downloads the signed enrollment profile, which carries bramley's CA
 // root, a SCEP payload with a fresh one-time challenge, and the MDM payload.
+// Before an enrolled device's identity expires, RenewalService sends it the
+// same profile again, with a challenge issued for that device.
 package enroll
 
 import (
@@ -217,13 +219,19 @@ func (s *Service) enroll(w http.ResponseWriter, r *http.Request) error {
 // Profile builds and signs an enrollment profile for topic with a fresh
 // one-time SCEP challenge; source says what asked for it (for the log).
 func (s *Service) Profile(ctx context.Context, topic, source string) ([]byte, error) {
+	return s.profile(ctx, topic, scep.Challenge{Subject: "bramley " + mdm.NewUUID(), Source: source}, s.cfg.ChallengeTTL)
+}
+
+// profile builds and signs the enrollment profile with a fresh one-time
+// challenge, issued for ch (its Subject is the identity's common name)
+// and usable for ttl.
+func (s *Service) profile(ctx context.Context, topic string, ch scep.Challenge, ttl time.Duration) ([]byte, error) {
 	challenge := randomString(24)
-	subject := "bramley " + mdm.NewUUID()
+	subject := ch.Subject
 	hash := sha256.Sum256([]byte(challenge))
 	now := s.now()
-	if err := s.store.CreateChallenge(ctx, hash[:], scep.Challenge{
-		Subject: subject, Source: source, ExpiresAt: now.Add(s.cfg.ChallengeTTL),
-	}, now); err != nil {
+	ch.ExpiresAt = now.Add(ttl)
+	if err := s.store.CreateChallenge(ctx, hash[:], ch, now); err != nil {
 		return nil, fmt.Errorf("storing SCEP challenge: %w", err)
 	}
 	p, err := profile.EnrollmentProfile(profile.EnrollmentOptions{

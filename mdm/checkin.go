@@ -166,7 +166,6 @@ func DecodeCheckin(body []byte) (CheckinMessage, error) {
 	return msg, nil
 }
 
-
 func validateCheckin(msg CheckinMessage) error {
 	switch m := msg.(type) {
 	case *Authenticate:

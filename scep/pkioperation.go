@@ -280,7 +280,9 @@ func envelopeRejection(info envelopeInfo) *rejection {
 	return nil
 }
 
-// enroll handles a PKCSReq: challenge, then CSR policy, then the CA.
+// enroll handles a PKCSReq: challenge, then CSR policy, then the CA. A
+// challenge that names a device issues as a renewal for it (with
+// WithRenewals; without, as any other identity).
 func (s *Service) enroll(ctx context.Context, csr *x509.CertificateRequest, password string, attrs *logAttrs) (*x509.Certificate, *rejection, error) {
 	ch, rej, err := s.consumeChallenge(ctx, password)
 	if rej != nil || err != nil {
@@ -289,6 +291,17 @@ func (s *Service) enroll(ctx context.Context, csr *x509.CertificateRequest, pass
 	attrs.add("enrollment_id", ch.EnrollmentID, "source", ch.Source)
 	if rej := checkCSR(csr, ch.Subject); rej != nil {
 		return nil, rej, nil
+	}
+	if ch.EnrollmentID != "" && s.renewals != nil {
+		// A challenge bramley handed one device (an identity renewal, sent
+		// to it in an InstallProfile): the identity is recorded for that
+		// device, which is what lets identity.Binder accept it from that
+		// device, and only that one, at its next check-in.
+		cert, err := s.ca.IssueRenewal(ctx, s.renewals, ch.EnrollmentID, csr.PublicKey, subjectOf(csr.Subject), s.lifetime)
+		if err != nil {
+			return nil, nil, fmt.Errorf("issuing identity for %s: %w", ch.EnrollmentID, err)
+		}
+		return cert, nil, nil
 	}
 	cert, err := s.ca.IssueClient(ctx, csr.PublicKey, subjectOf(csr.Subject), s.lifetime)
 	if err != nil {

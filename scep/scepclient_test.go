@@ -30,7 +30,7 @@ func TestScepclient(t *testing.T) {
 	}
 	ca, issued := testCA(t)
 	challenges := &memChallenges{}
-	challenges.add("one-time-1", Challenge{Subject: "device-1", EnrollmentID: "enr-1", Source: "test", ExpiresAt: time.Now().Add(time.Hour)})
+	challenges.add("one-time-1", Challenge{Subject: "device-1", Source: "test", ExpiresAt: time.Now().Add(time.Hour)})
 	renewals := &memRenewals{}
 	logs := &syncBuffer{}
 	obs := &observations{}

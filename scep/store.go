@@ -13,10 +13,15 @@ type Challenge struct {
 	// a challenge handed to one enrollment cannot mint an identity named
 	// for another.
 	Subject string
-	// EnrollmentID and Source say what issued the challenge (an enrollment
-	// token, the OTA profile service …); they go to the log.
+	// EnrollmentID, when set, is the device ID of the enrolled device the
+	// challenge was sent to (an identity renewal: enroll.RenewalService).
+	// The identity issued for it is recorded with that device (see
+	// WithRenewals), so the device may present it in place of its current
+	// one: set it for nothing else.
 	EnrollmentID string
-	Source       string
+	// Source says what issued the challenge (an enrollment token, the OTA
+	// profile service, a renewal …), for the log.
+	Source string
 	// ExpiresAt is when the challenge stops working.
 	ExpiresAt time.Time
 }

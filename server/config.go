@@ -51,6 +51,9 @@ type Config struct {
 	SignMessage bool
 	// IdentityLifetime is how long SCEP-issued device identities last.
 	IdentityLifetime time.Duration
+	// IdentityRenewalWindow is how long before a device identity expires
+	// bramley sends the device a new enrollment profile to renew it.
+	IdentityRenewalWindow time.Duration
 	// APNsURL and APNsCA point pushes at another APNs endpoint (a fake,
 	// a proxy); empty means Apple's production gateway.
 	APNsURL, APNsCA string
@@ -59,11 +62,12 @@ type Config struct {
 // DefaultConfig returns the configuration of `bramley serve` with no flags.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:          "./bramley-data",
-		Listen:           ":8443",
-		MaxBody:          1 << 20,
-		LogFormat:        "text",
-		IdentityLifetime: 365 * 24 * time.Hour,
+		DataDir:               "./bramley-data",
+		Listen:                ":8443",
+		MaxBody:               1 << 20,
+		LogFormat:             "text",
+		IdentityLifetime:      365 * 24 * time.Hour,
+		IdentityRenewalWindow: 30 * 24 * time.Hour,
 	}
 }
 
@@ -102,6 +106,13 @@ func (c *Config) Validate() error {
 	}
 	if c.IdentityLifetime < 24*time.Hour || c.IdentityLifetime > 5*365*24*time.Hour {
 		errs = append(errs, fmt.Errorf("--identity-lifetime %s: between 24h and 5 years", c.IdentityLifetime))
+	}
+	// A window as long as the lifetime would make a freshly renewed
+	// identity due again at once: every sweep would send every device a
+	// profile. A third of the lifetime at most.
+	if c.IdentityRenewalWindow < time.Hour || c.IdentityRenewalWindow > c.IdentityLifetime/3 {
+		errs = append(errs, fmt.Errorf("--identity-renewal-window %s: between 1h and a third of --identity-lifetime (%s)",
+			c.IdentityRenewalWindow, c.IdentityLifetime/3))
 	}
 	if c.APNsURL != "" {
 		if u, err := url.Parse(c.APNsURL); err != nil || u.Scheme != "https" || u.Host == "" {

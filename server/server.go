@@ -51,6 +51,7 @@ type Server struct {
 	providers *push.Providers
 	pushCerts *push.Manager
 	pusher    *push.Service
+	renewals  *enroll.RenewalService
 }
 
 // Option configures a Server beyond its Config (tests use these).
@@ -161,9 +162,12 @@ func (s *Server) setUp(ctx context.Context) error {
 		Organization: s.cfg.Organization,
 		SignMessage:  s.cfg.SignMessage,
 	}, enroll.WithLogger(s.logger), enroll.WithClock(s.now))
+	if err := s.setUpRenewals(enrollment, commands); err != nil {
+		return fmt.Errorf("setting up identity renewal: %w", err)
+	}
 	admin := api.New(s.store, s.store, s.store, commands,
 		api.WithLogger(s.logger), api.WithClock(s.now), api.WithMaxBody(s.cfg.MaxBody),
-		api.WithEnrollment(enrollment), api.WithPush(s.pushCerts, s.pusher))
+		api.WithEnrollment(enrollment), api.WithPush(s.pushCerts, s.pusher), api.WithRenewals(s.renewals))
 
 	mux := http.NewServeMux()
 	device := verifier.Middleware(s.cfg.MaxBody)
@@ -365,13 +369,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // startBackground runs the work that goes on between requests until ctx
-// ends: re-pushing enrollments with pending commands, and picking up push
-// certificates another replica uploaded.
+// ends: re-pushing enrollments with pending commands, picking up push
+// certificates another replica uploaded, and renewing device identities.
 func (s *Server) startBackground(ctx context.Context) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := s.pusher.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			s.logger.Error("push scheduler stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		if err := s.renewals.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.logger.Error("identity renewal stopped", "err", err)
 		}
 	})
 	wg.Go(func() {

@@ -32,6 +32,7 @@ type Store interface {
 	pki.CertificateStore
 	scep.ChallengeStore
 	enroll.Store
+	enroll.RenewalStore
 	push.Store
 	push.CertStore
 	QueueDepth(ctx context.Context) (int64, error)

@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		caCommand(getenv, stdout),
 		simCommand(getenv, stdout),
 		demoCommand(stdout, stderr),
+		benchCommand(getenv, stdout, stderr),
 	)
 	return root.ExecuteContext(ctx)
 }

@@ -45,6 +45,7 @@ type Store interface {
 	pki.SettingStore
 	pki.CertificateStore
 	enroll.Store
+	enroll.RenewalStore
 	scep.ChallengeStore
 	scep.RenewalStore
 	push.Store
@@ -114,6 +115,9 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"TokenUpdateResetsPushState", testTokenUpdateResetsPushState},
 		{"PushCertificates", testPushCertificates},
 		{"TopicUsage", testTopicUsage},
+		{"ExpiringIdentities", testExpiringIdentities},
+		{"ExpiringIdentitiesRace", testExpiringIdentitiesRace},
+		{"RenewalStatuses", testRenewalStatuses},
 		{"Times", testTimes},
 		{"Ping", testPing},
 	}
