@@ -29,7 +29,7 @@ ON CONFLICT (id) DO UPDATE SET
     imei          = coalesce(nullif(excluded.imei, ''), devices.imei),
     meid          = coalesce(nullif(excluded.meid, ''), devices.meid),
     topic         = excluded.topic,
-    enrolled      = 0,
+    enrolled      = CASE WHEN ?15 THEN devices.enrolled ELSE 0 END,
     cert_hash     = excluded.cert_hash,
     cert_bound_at = excluded.cert_bound_at,
     last_seen     = excluded.last_seen,
@@ -59,16 +59,31 @@ ON CONFLICT (id) DO UPDATE SET topic = excluded.topic, last_seen = excluded.last
 // channels disabled until their TokenUpdate, and certHash becomes its
 // certificate binding. storage.ErrConflict when certHash is bound to another
 // device. Idempotent.
+// renewalSQL tells whether a certificate is a renewal bramley issued to
+// this very device while it is enrolled.
+const renewalSQL = `
+SELECT EXISTS (SELECT 1 FROM certificates c JOIN devices d ON d.id = c.device_id
+WHERE c.sha256 = ?1 AND c.device_id = ?2 AND c.revoked = 0 AND d.enrolled = 1)`
+
 func (s *Store) StoreAuthenticate(ctx context.Context, msg *mdm.Authenticate, certHash []byte, now time.Time) error {
 	id := msg.DeviceID()
 	err := s.write(ctx, func(tx *sql.Tx) error {
+		var renewal bool
+		if err := tx.QueryRowContext(ctx, renewalSQL, certHash, id).Scan(&renewal); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, upsertDeviceSQL, id, msg.UDID, msg.SerialNumber, msg.Model,
 			msg.ModelName, msg.ProductName, msg.DeviceName, msg.OSVersion, msg.BuildVersion, msg.IMEI,
-			msg.MEID, msg.Topic, nullBytes(certHash), micros(now)); err != nil {
+			msg.MEID, msg.Topic, nullBytes(certHash), micros(now), renewal); err != nil {
 			if isUnique(err) {
 				return fmt.Errorf("certificate is bound to another device: %w", storage.ErrConflict)
 			}
 			return err
+		}
+		if renewal {
+			// The device installed its renewed enrollment profile: the
+			// same enrollment goes on, its queue and tokens intact.
+			return nil
 		}
 		if _, err := tx.ExecContext(ctx, dropQueuedSQL, id); err != nil {
 			return err

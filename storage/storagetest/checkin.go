@@ -124,6 +124,39 @@ func testAuthenticateStartsFresh(t *testing.T, s Store) {
 	equal(t, enrollment(t, s, "D:U").Enabled, false, "user channel still waiting for its TokenUpdate")
 }
 
+// testAuthenticateRenewal: a device that installs its renewed enrollment
+// profile authenticates with the certificate bramley issued it; its
+// enrollment goes on, queue and tokens intact. A fresh certificate for the
+// same device still starts afresh.
+func testAuthenticateRenewal(t *testing.T, s Store) {
+	ctx := t.Context()
+	enrollDevice(t, s, t0, "D")
+	enqueue(t, s, command("queued", 0, t0), "D")
+	must(t, s.RecordCertificate(ctx, storage.Certificate{
+		Serial: "0a", SHA256: hash("renewed"), Subject: "CN=D", DeviceID: "D", NotAfter: at(24 * time.Hour), CreatedAt: t0,
+	}), "RecordCertificate")
+	before := enrollment(t, s, "D")
+
+	must(t, s.StoreAuthenticate(ctx, authMsg("D"), hash("renewed"), at(time.Hour)), "Authenticate with the renewal")
+	equal(t, queueUUIDs(t, s, "D", at(time.Hour)), []string{"queued"}, "queue after a renewal")
+	after := enrollment(t, s, "D")
+	if !after.Enabled || string(after.PushToken) != string(before.PushToken) || after.PushMagic != before.PushMagic {
+		t.Errorf("enrollment after a renewal = %+v, want it enabled with its push token", after)
+	}
+	equal(t, device(t, s, "D").Enrolled, true, "enrolled after a renewal")
+	h, _, err := s.CertBinding(ctx, "D")
+	must(t, err, "CertBinding")
+	equal(t, h, hash("renewed"), "binding after a renewal")
+
+	// A certificate issued to another device is no renewal for this one.
+	must(t, s.RecordCertificate(ctx, storage.Certificate{
+		Serial: "0b", SHA256: hash("for-other"), Subject: "CN=X", DeviceID: "OTHER", NotAfter: at(24 * time.Hour), CreatedAt: t0,
+	}), "RecordCertificate")
+	must(t, s.StoreAuthenticate(ctx, authMsg("D"), hash("for-other"), at(2*time.Hour)), "Authenticate with another device's certificate")
+	equal(t, queueUUIDs(t, s, "D", at(2*time.Hour)), []string{}, "queue after a fresh enrollment")
+	equal(t, device(t, s, "D").Enrolled, false, "enrolled after a fresh Authenticate")
+}
+
 func testAuthenticateIdempotent(t *testing.T, s Store) {
 	ctx := t.Context()
 	for range 2 {

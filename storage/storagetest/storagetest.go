@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"AuthenticateNewDevice", testAuthenticateNewDevice},
 		{"AuthenticateKeepsOmittedAttributes", testAuthenticateKeepsOmittedAttributes},
 		{"AuthenticateStartsFresh", testAuthenticateStartsFresh},
+		{"AuthenticateRenewal", testAuthenticateRenewal},
 		{"AuthenticateIdempotent", testAuthenticateIdempotent},
 		{"CertificateBoundToOneDevice", testCertificateBoundToOneDevice},
 		{"TokenUpdate", testTokenUpdate},
