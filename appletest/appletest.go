@@ -1,4 +1,5 @@
-// Package appletest fakes Apple's internet services — APNs for now — for
+// Package appletest fakes Apple's internet services — APNs, the ADE
+// (device assignment) API and the Apps and Books API — for
 // tests and bramley demo. The fakes speak Apple's wire formats and refuse
 // what Apple refuses, so code that works against them has a fair chance
 // against Apple; they run on loopback only.
