@@ -9,6 +9,7 @@ package enroll
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -19,6 +20,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/bramley-mdm/bramley/handler"
 	"github.com/bramley-mdm/bramley/mdm"
@@ -83,7 +86,20 @@ type Config struct {
 	AccessRights int
 	// ChallengeTTL is how long a profile's SCEP challenge stays usable.
 	ChallengeTTL time.Duration
+	// Identity is how the device gets its identity: IdentitySCEP (the
+	// default, recommended: the key never leaves the device) or
+	// IdentityPKCS12 (bramley makes key and certificate and sends them in
+	// the profile, for devices or networks where SCEP cannot run).
+	Identity string
+	// IdentityLifetime is how long PKCS#12 identities last.
+	IdentityLifetime time.Duration
 }
+
+// Identity kinds.
+const (
+	IdentitySCEP   = "scep"
+	IdentityPKCS12 = "pkcs12"
+)
 
 // Service serves enrollment.
 type Service struct {
@@ -94,6 +110,7 @@ type Service struct {
 	cfg    Config
 	logger *slog.Logger
 	now    func() time.Time
+	certs  pki.CertificateStore
 }
 
 // Option configures a Service.
@@ -104,6 +121,12 @@ func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.logger = l 
 
 // WithClock sets the clock.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithCertificateStore records PKCS#12 identities issued for renewals with
+// their device.
+func WithCertificateStore(certs pki.CertificateStore) Option {
+	return func(s *Service) { s.certs = certs }
+}
 
 // New returns the enrollment Service.
 func New(store Store, ca *pki.CA, signer *pki.Signer, topic TopicSource, cfg Config, opts ...Option) *Service {
@@ -226,32 +249,39 @@ func (s *Service) Profile(ctx context.Context, topic, source string) ([]byte, er
 // challenge, issued for ch (its Subject is the identity's common name)
 // and usable for ttl.
 func (s *Service) profile(ctx context.Context, topic string, ch scep.Challenge, ttl time.Duration) ([]byte, error) {
-	challenge := randomString(24)
-	subject := ch.Subject
-	hash := sha256.Sum256([]byte(challenge))
-	now := s.now()
-	ch.ExpiresAt = now.Add(ttl)
-	if err := s.store.CreateChallenge(ctx, hash[:], ch, now); err != nil {
-		return nil, fmt.Errorf("storing SCEP challenge: %w", err)
-	}
-	p, err := profile.EnrollmentProfile(profile.EnrollmentOptions{
+	opts := profile.EnrollmentOptions{
 		Identifier:   s.cfg.Identifier,
 		DisplayName:  "bramley enrollment",
 		Description:  "Enrolls this device in " + orDefault(s.cfg.Organization, "bramley") + " device management.",
 		Organization: s.cfg.Organization,
 		Roots:        []*x509.Certificate{s.ca.Certificate()},
-		SCEP: &profile.SCEPContent{
-			URL:       s.cfg.PublicURL + "/scep",
-			Name:      "bramley",
-			Subject:   profile.SCEPSubject(pkix.Name{CommonName: subject}),
-			Challenge: challenge,
-		},
 		ServerURL:    s.cfg.PublicURL + "/mdm/connect",
 		CheckInURL:   s.cfg.PublicURL + "/mdm/checkin",
 		Topic:        topic,
 		SignMessage:  s.cfg.SignMessage,
 		AccessRights: s.cfg.AccessRights,
-	})
+	}
+	if s.cfg.Identity == IdentityPKCS12 {
+		var err error
+		if opts.PKCS12, opts.PKCS12Password, err = s.pkcs12Identity(ctx, ch); err != nil {
+			return nil, err
+		}
+	} else {
+		challenge := randomString(24)
+		hash := sha256.Sum256([]byte(challenge))
+		now := s.now()
+		ch.ExpiresAt = now.Add(ttl)
+		if err := s.store.CreateChallenge(ctx, hash[:], ch, now); err != nil {
+			return nil, fmt.Errorf("storing SCEP challenge: %w", err)
+		}
+		opts.SCEP = &profile.SCEPContent{
+			URL:       s.cfg.PublicURL + "/scep",
+			Name:      "bramley",
+			Subject:   profile.SCEPSubject(pkix.Name{CommonName: ch.Subject}),
+			Challenge: challenge,
+		}
+	}
+	p, err := profile.EnrollmentProfile(opts)
 	if err != nil {
 		return nil, fmt.Errorf("building enrollment profile: %w", err)
 	}
@@ -264,6 +294,41 @@ func (s *Service) profile(ctx context.Context, topic string, ch scep.Challenge, 
 		return nil, fmt.Errorf("signing enrollment profile: %w", err)
 	}
 	return signed, nil
+}
+
+// pkcs12Identity makes a key and a certificate for the subject the
+// challenge names and wraps them in a PKCS#12 protected by a fresh random
+// password, which travels in the same (signed) profile. For a renewal
+// (ch.EnrollmentID names the device) the certificate is recorded for that
+// device, so its next check-in rebinds to it.
+func (s *Service) pkcs12Identity(ctx context.Context, ch scep.Challenge) ([]byte, string, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, "", fmt.Errorf("generating identity key: %w", err)
+	}
+	lifetime := s.cfg.IdentityLifetime
+	if lifetime == 0 {
+		lifetime = 365 * 24 * time.Hour
+	}
+	subject := pkix.Name{CommonName: ch.Subject}
+	var cert *x509.Certificate
+	if ch.EnrollmentID != "" && s.certs != nil {
+		cert, err = s.ca.IssueRenewal(ctx, s.certs, ch.EnrollmentID, &key.PublicKey, subject, lifetime)
+	} else {
+		cert, err = s.ca.IssueClient(ctx, &key.PublicKey, subject, lifetime)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("issuing identity: %w", err)
+	}
+	password := randomString(18)
+	// 3DES with SHA-1 key derivation: the PKCS#12 encryption every Apple
+	// OS version reads; the password is random and single-use, and the
+	// profile carrying both is meant for one device only.
+	p12, err := pkcs12.LegacyDES.Encode(key, cert, []*x509.Certificate{s.ca.Certificate()}, password)
+	if err != nil {
+		return nil, "", fmt.Errorf("encoding PKCS#12: %w", err)
+	}
+	return p12, password, nil
 }
 
 func orDefault(s, d string) string {

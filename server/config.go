@@ -51,6 +51,10 @@ type Config struct {
 	SignMessage bool
 	// IdentityLifetime is how long SCEP-issued device identities last.
 	IdentityLifetime time.Duration
+	// Identity is how enrolling devices get their identity: "scep" (the
+	// device makes its key) or "pkcs12" (bramley makes it and sends it in
+	// the profile).
+	Identity string
 	// IdentityRenewalWindow is how long before a device identity expires
 	// bramley sends the device a new enrollment profile to renew it.
 	IdentityRenewalWindow time.Duration
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		LogFormat:             "text",
 		IdentityLifetime:      365 * 24 * time.Hour,
 		IdentityRenewalWindow: 30 * 24 * time.Hour,
+		Identity:              "scep",
 	}
 }
 
@@ -113,6 +118,9 @@ func (c *Config) Validate() error {
 	if c.IdentityRenewalWindow < time.Hour || c.IdentityRenewalWindow > c.IdentityLifetime/3 {
 		errs = append(errs, fmt.Errorf("--identity-renewal-window %s: between 1h and a third of --identity-lifetime (%s)",
 			c.IdentityRenewalWindow, c.IdentityLifetime/3))
+	}
+	if c.Identity != "scep" && c.Identity != "pkcs12" {
+		errs = append(errs, fmt.Errorf("--identity %q: want scep or pkcs12", c.Identity))
 	}
 	if c.APNsURL != "" {
 		if u, err := url.Parse(c.APNsURL); err != nil || u.Scheme != "https" || u.Host == "" {

@@ -158,10 +158,12 @@ func (s *Server) setUp(ctx context.Context) error {
 		PublicURL: base,
 		// Stable for this server (its database), so a newer profile
 		// replaces the installed one.
-		Identifier:   "com.bramley-mdm.enrollment." + strings.ToLower(string(serverID)),
-		Organization: s.cfg.Organization,
-		SignMessage:  s.cfg.SignMessage,
-	}, enroll.WithLogger(s.logger), enroll.WithClock(s.now))
+		Identifier:       "com.bramley-mdm.enrollment." + strings.ToLower(string(serverID)),
+		Organization:     s.cfg.Organization,
+		SignMessage:      s.cfg.SignMessage,
+		Identity:         s.cfg.Identity,
+		IdentityLifetime: s.cfg.IdentityLifetime,
+	}, enroll.WithLogger(s.logger), enroll.WithClock(s.now), enroll.WithCertificateStore(s.store))
 	if err := s.setUpRenewals(enrollment, commands); err != nil {
 		return fmt.Errorf("setting up identity renewal: %w", err)
 	}

@@ -38,6 +38,7 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 	f.StringVar(&cfg.PushTopic, "push-topic", cfg.PushTopic, "APNs topic for enrollment profiles until a push certificate is uploaded")
 	f.StringVar(&cfg.Organization, "organization", cfg.Organization, "organisation named in enrollment profiles")
 	f.BoolVar(&cfg.SignMessage, "sign-message", cfg.SignMessage, "enrolled devices sign every request (Mdm-Signature), for proxies that drop client certificates")
+	f.StringVar(&cfg.Identity, "identity", cfg.Identity, "how enrolling devices get their identity: scep (the device makes its key) or pkcs12 (bramley sends key and certificate in the profile)")
 	f.DurationVar(&cfg.IdentityLifetime, "identity-lifetime", cfg.IdentityLifetime, "lifetime of device identities issued through SCEP")
 	f.DurationVar(&cfg.IdentityRenewalWindow, "identity-renewal-window", cfg.IdentityRenewalWindow, "how long before a device identity expires bramley sends it a new enrollment profile")
 	f.StringVar(&cfg.APNsURL, "apns-url", cfg.APNsURL, "APNs endpoint (default: Apple's production gateway)")
