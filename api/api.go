@@ -48,6 +48,11 @@ type API struct {
 	pusher    Pusher
 	// renewals serves /identity-renewals; nil: 503.
 	renewals RenewalLister
+	// adeTokens and adeDevices serve the /ade routes; nil: 503.
+	adeTokens  ADETokens
+	adeDevices ADEDevices
+	// accounts serves /users (accounts.go); nil: 503.
+	accounts Accounts
 }
 
 // Option configures an API.
@@ -102,6 +107,7 @@ func (a *API) routes() []route {
 		{pattern: "GET " + prefix + "/devices", serve: a.listDevices},
 		{pattern: "GET " + prefix + "/devices/{id}", serve: a.getDevice},
 		{pattern: "GET " + prefix + "/devices/{id}/queue", serve: a.deviceQueue},
+		{pattern: "GET " + prefix + "/devices/{id}/users", serve: a.listDeviceUsers},
 		{pattern: "POST " + prefix + "/devices/{id}/commands", serve: a.enqueueForDevice},
 		{pattern: "POST " + prefix + "/commands", serve: a.enqueueForMany},
 		{pattern: "GET " + prefix + "/commands/{uuid}", serve: a.getCommand},
@@ -112,6 +118,12 @@ func (a *API) routes() []route {
 		{pattern: "POST " + prefix + "/devices/{id}/push", serve: a.pushDevice},
 		{pattern: "POST " + prefix + "/push", serve: a.pushMany},
 		{pattern: "GET " + prefix + "/identity-renewals", serve: a.listRenewals},
+		{pattern: "GET " + prefix + "/ade/certificate", serve: a.adeCertificate},
+		{pattern: "POST " + prefix + "/ade/tokens", serve: a.uploadADEToken},
+		{pattern: "GET " + prefix + "/ade/tokens", serve: a.listADETokens},
+		{pattern: "POST " + prefix + "/ade/tokens/{id}/sync", serve: a.syncADEToken},
+		{pattern: "GET " + prefix + "/ade/devices", serve: a.listADEDevices},
+		{pattern: "POST " + prefix + "/users", serve: a.createUser},
 	}
 }
 

@@ -85,6 +85,9 @@ func commandLocation(uuid string) string {
 
 // enqueue queues the request and maps the queue's refusals to statuses.
 func (a *API) enqueue(ctx context.Context, req *enqueueRequest) error {
+	if err := a.checkProfileScope(ctx, req.cmd, req.enrollmentIDs); err != nil {
+		return err
+	}
 	err := a.enq.Enqueue(ctx, req.cmd, req.enrollmentIDs, req.opts)
 	switch {
 	case err == nil:

@@ -31,7 +31,9 @@ type Store interface {
 	// certificate binding. Idempotent.
 	StoreAuthenticate(ctx context.Context, msg *mdm.Authenticate, certHash []byte, now time.Time) error
 	// StoreTokenUpdate creates or updates the enrollment of the message's
-	// channel and enables it. storage.ErrNotFound when the device is unknown.
+	// channel and enables it. storage.ErrNotFound when the device is unknown;
+	// storage.ErrConflict, storing nothing, when a Mac user's short name is
+	// held by an enabled user of the device with another UserID.
 	StoreTokenUpdate(ctx context.Context, msg *mdm.TokenUpdate, sealedUnlockToken []byte, now time.Time) error
 	// CheckOut disables the enrollment, and for a device channel every user
 	// channel of the device. Idempotent; storage.ErrNotFound when unknown.
@@ -239,6 +241,11 @@ func (s *Service) handle(ctx context.Context, w http.ResponseWriter, msg mdm.Che
 func storeErr(what string, err error) error {
 	if errors.Is(err, storage.ErrNotFound) {
 		return handler.Wrap(http.StatusForbidden, "unknown enrollment", err)
+	}
+	if errors.Is(err, storage.ErrConflict) {
+		// Only StoreTokenUpdate conflicts: a Mac user whose short name is
+		// managed under another UserID.
+		return handler.Wrap(http.StatusForbidden, "user short name is managed under another UserID", err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }

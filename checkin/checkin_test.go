@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/bramley-mdm/bramley/handler"
 	"github.com/bramley-mdm/bramley/identity"
 	"github.com/bramley-mdm/bramley/mdm"
+	"github.com/bramley-mdm/bramley/storage"
 )
 
 // Real device captures, shared with the mdm package.
@@ -311,6 +314,23 @@ func TestCheckin(t *testing.T) {
 				}
 				if _, ok := h.store.enrollment(macUDID); ok {
 					t.Fatal("user TokenUpdate stored on the device channel")
+				}
+			},
+		},
+		{
+			name: "TokenUpdate of a user whose short name has another UserID is 403",
+			setup: func(h *harness) {
+				h.store.addDevice(macUDID, []byte("hash"))
+				h.store.err = fmt.Errorf("user %q has another UserID: %w", "alice", storage.ErrConflict)
+			},
+			body: msg(map[string]any{
+				"MessageType": "TokenUpdate", "UDID": macUDID, "UserID": macUser, "UserShortName": "alice",
+				"Topic": topic, "Token": []byte("user push token"), "PushMagic": "user-magic",
+			}),
+			wantStatus: http.StatusForbidden, wantType: "TokenUpdate",
+			check: func(t *testing.T, _ *harness, rec *httptest.ResponseRecorder) {
+				if !strings.Contains(rec.Body.String(), "another UserID") {
+					t.Fatalf("body = %q, want the reason", rec.Body.String())
 				}
 			},
 		},

@@ -194,7 +194,8 @@ func (s *Service) CreateToken(ctx context.Context, req TokenRequest) (*NewToken,
 	return &NewToken{Token: t, Secret: secret, URL: s.cfg.PublicURL + "/enroll?token=" + secret}, nil
 }
 
-// Handler serves GET /enroll?token=….
+// Handler serves GET /enroll?token=…; SignInHandler (signin.go) is the
+// --enroll-auth basic alternative.
 func (s *Service) Handler() http.Handler {
 	return handler.Adapt(s.logger, writePage, s.enroll)
 }
@@ -209,11 +210,7 @@ func (s *Service) enroll(w http.ResponseWriter, r *http.Request) error {
 	// token's use must not be spent on it.
 	topic, err := s.topic(ctx)
 	if err != nil {
-		if errors.Is(err, ErrNoTopic) {
-			return handler.Wrap(http.StatusServiceUnavailable,
-				"bramley cannot enroll devices yet: it needs an Apple push certificate (or --push-topic) so enrolled devices can be reached. Ask your administrator to upload one.", err)
-		}
-		return fmt.Errorf("reading push topic: %w", err)
+		return topicError(err)
 	}
 	hash := sha256.Sum256([]byte(secret))
 	tok, err := s.store.UseEnrollmentToken(ctx, hash[:], s.now())
@@ -232,11 +229,25 @@ func (s *Service) enroll(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.logger.InfoContext(ctx, "enrollment profile served", "token_id", tok.ID, "uses", tok.Uses)
+	writeProfile(w, signed)
+	return nil
+}
+
+// topicError explains why no profile can be served without a push topic.
+func topicError(err error) error {
+	if errors.Is(err, ErrNoTopic) {
+		return handler.Wrap(http.StatusServiceUnavailable,
+			"bramley cannot enroll devices yet: it needs an Apple push certificate (or --push-topic) so enrolled devices can be reached. Ask your administrator to upload one.", err)
+	}
+	return fmt.Errorf("reading push topic: %w", err)
+}
+
+// writeProfile sends a signed enrollment profile as a download.
+func writeProfile(w http.ResponseWriter, signed []byte) {
 	w.Header().Set("Content-Type", profile.ContentType)
 	w.Header().Set("Content-Disposition", `attachment; filename="bramley-enrollment.mobileconfig"`)
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(signed)
-	return nil
 }
 
 // Profile builds and signs an enrollment profile for topic with a fresh

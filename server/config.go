@@ -58,9 +58,17 @@ type Config struct {
 	// IdentityRenewalWindow is how long before a device identity expires
 	// bramley sends the device a new enrollment profile to renew it.
 	IdentityRenewalWindow time.Duration
+	// EnrollAuth is how people get the enrollment profile at /enroll:
+	// "token" (an enrollment link) or "basic" (a sign-in with a local
+	// account; token links work too). See users.go.
+	EnrollAuth string
 	// APNsURL and APNsCA point pushes at another APNs endpoint (a fake,
 	// a proxy); empty means Apple's production gateway.
 	APNsURL, APNsCA string
+	// ADEURL and ADECA point Automated Device Enrollment at another
+	// device assignment service (a simulator, a fake); empty means Apple's
+	// (mdmenrollment.apple.com). ADECA is a PEM file of CAs to trust.
+	ADEURL, ADECA string
 }
 
 // DefaultConfig returns the configuration of `bramley serve` with no flags.
@@ -70,6 +78,7 @@ func DefaultConfig() Config {
 		Listen:                ":8443",
 		MaxBody:               1 << 20,
 		LogFormat:             "text",
+		EnrollAuth:            EnrollAuthToken,
 		IdentityLifetime:      365 * 24 * time.Hour,
 		IdentityRenewalWindow: 30 * 24 * time.Hour,
 		Identity:              "scep",
@@ -126,6 +135,19 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.APNsURL); err != nil || u.Scheme != "https" || u.Host == "" {
 			errs = append(errs, fmt.Errorf("--apns-url %q: want an https:// URL", c.APNsURL))
 		}
+	}
+	if err := validateEnrollAuth(c.EnrollAuth); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ADEURL != "" {
+		// The client's own check (https, or http to loopback) runs
+		// when a token is used; this catches a typo before serving.
+		if u, err := url.Parse(c.ADEURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--ade-url %q: want an https:// URL", c.ADEURL))
+		}
+	}
+	if c.ADECA != "" && c.ADEURL == "" {
+		errs = append(errs, errors.New("--ade-ca is for --ade-url; Apple's service needs no extra CA"))
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		errs = append(errs, errors.New("--api-key: at least 16 characters"))

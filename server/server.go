@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bramley-mdm/bramley/ade"
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
 	"github.com/bramley-mdm/bramley/enroll"
@@ -52,6 +53,8 @@ type Server struct {
 	pushCerts *push.Manager
 	pusher    *push.Service
 	renewals  *enroll.RenewalService
+	// ade imports ADE server tokens and syncs their devices (ade.go).
+	ade *ade.Service
 }
 
 // Option configures a Server beyond its Config (tests use these).
@@ -128,6 +131,10 @@ func (s *Server) setUp(ctx context.Context) error {
 	if err := s.setUpPush(ctx, sealer); err != nil {
 		return err
 	}
+	// Automated Device Enrollment: server tokens and device sync (ade.go).
+	if err := s.setUpADE(ctx, sealer); err != nil {
+		return err
+	}
 	signer, err := pki.LoadOrCreateSigner(ctx, s.store, sealer, s.ca)
 	if err != nil {
 		return err
@@ -167,9 +174,12 @@ func (s *Server) setUp(ctx context.Context) error {
 	if err := s.setUpRenewals(enrollment, commands); err != nil {
 		return fmt.Errorf("setting up identity renewal: %w", err)
 	}
+	// Local accounts and --enroll-auth (users.go).
+	withAccounts, enrollHandler := s.setUpAccounts(enrollment)
 	admin := api.New(s.store, s.store, s.store, commands,
 		api.WithLogger(s.logger), api.WithClock(s.now), api.WithMaxBody(s.cfg.MaxBody),
-		api.WithEnrollment(enrollment), api.WithPush(s.pushCerts, s.pusher), api.WithRenewals(s.renewals))
+		api.WithEnrollment(enrollment), api.WithPush(s.pushCerts, s.pusher), api.WithRenewals(s.renewals), withAccounts,
+		api.WithADE(s.ade, s.ade))
 
 	mux := http.NewServeMux()
 	device := verifier.Middleware(s.cfg.MaxBody)
@@ -180,7 +190,7 @@ func (s *Server) setUp(ctx context.Context) error {
 	}
 	mux.Handle("GET /scep", scepService.Handler())
 	mux.Handle("POST /scep", scepService.Handler())
-	mux.Handle("GET /enroll", enrollment.Handler())
+	mux.Handle("GET /enroll", enrollHandler)
 	mux.Handle("/api/v1/", admin.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", s.metrics.handler())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/bramley-mdm/bramley/ade"
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
 	"github.com/bramley-mdm/bramley/enroll"
@@ -33,8 +34,13 @@ type Store interface {
 	scep.ChallengeStore
 	enroll.Store
 	enroll.RenewalStore
+	enroll.UserStore
 	push.Store
 	push.CertStore
+	ade.TokenStore
+	ade.CursorStore
+	ade.DeviceSink
+	ade.DeviceLister
 	QueueDepth(ctx context.Context) (int64, error)
 	Ping(ctx context.Context) error
 	Close() error

@@ -230,8 +230,17 @@ type Handled struct {
 // answer each command the server sends until it sends none. A command
 // answered NotNow is not retried in the session; the server holds it.
 func (d *Device) Connect(ctx context.Context) ([]Handled, error) {
+	return d.session(ctx, map[string]any{"UDID": d.UDID})
+}
+
+// session runs one connect session on the channel the identifiers ids
+// name: the device's, or a user's (see ConnectUser).
+func (d *Device) session(ctx context.Context, ids map[string]any) ([]Handled, error) {
 	var handled []Handled
-	report := map[string]any{"UDID": d.UDID, "Status": mdm.StatusIdle}
+	report := map[string]any{"Status": mdm.StatusIdle}
+	for k, v := range ids {
+		report[k] = v
+	}
 	for range 1000 { // a bound, not a limit a real queue reaches
 		body, err := plist.Marshal(report)
 		if err != nil {
@@ -253,6 +262,9 @@ func (d *Device) Connect(ctx context.Context) ([]Handled, error) {
 		}
 		requestType, _ := cmd.Command["RequestType"].(string)
 		report = d.answer(cmd.CommandUUID, requestType, cmd.Command)
+		for k, v := range ids {
+			report[k] = v
+		}
 		handled = append(handled, Handled{CommandUUID: cmd.CommandUUID, RequestType: requestType, Status: report["Status"].(string)})
 	}
 	return handled, errors.New("server kept sending commands")

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +69,7 @@ type benchOptions struct {
 	db                                     string
 	json                                   bool
 	timeout                                time.Duration
+	cpuProfile                             string
 }
 
 func benchCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
@@ -87,14 +89,16 @@ func benchCommand(getenv func(string) string, stdout, stderr io.Writer) *cobra.C
             (POST /api/v1/devices/{id}/commands) to the server's answer to
             its acknowledgement; the device connects when pushed
 
-For each phase it prints operations, seconds, operations per second, the
-50th, 95th and 99th percentile latency and errors. Requests are made
---concurrency at a time.
+For each phase it prints the operations that succeeded, seconds, their rate,
+their 50th, 95th and 99th percentile latency (nearest rank, no
+interpolation) and the errors, with the first one's text. Requests are
+made --concurrency at a time.
 
 Without --server, bench starts bramley in this process on a temporary SQLite
-database (or --db), with a local fake of APNs delivering the pushes, deletes
-it all at the end and reports the process's peak RSS: client and server
-share the process and its CPUs. With --server it drives a running bramley on
+database, or on --db (an empty PostgreSQL database or schema, which keeps
+what bench put in it), with a local fake of APNs delivering the pushes,
+and reports the process's peak RSS: client and server share the process
+and its CPUs. With --server it drives a running bramley on
 this machine (only there: bench makes load); commands are queued with
 no_push and each device connects right away, and the devices stay enrolled.
 --server is a flag only: a BRAMLEY_SERVER exported for the admin commands
@@ -111,6 +115,7 @@ does not turn bench against a running server.`,
 	f.IntVar(&o.commands, "commands", o.commands, fmt.Sprintf("commands per device in the commands phase (0 to %d; 0 skips it)", benchMaxCommands))
 	f.BoolVar(&o.json, "json", false, "print the results as JSON")
 	f.DurationVar(&o.timeout, "timeout", o.timeout, "stop after this long, whatever is left (at most 2h)")
+	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) of each phase, named after this file with the phase's name before its extension (cpu.pprof: cpu.scep.pprof, …); in-process it covers the server too")
 	// No environment twin: serve's BRAMLEY_DB names a database to keep,
 	// which bench would fill with devices.
 	f.StringVar(&o.db, "db", "", "database of the in-process server: a postgres:// URL of an empty database or schema (default: SQLite in a temporary directory)")
@@ -501,7 +506,14 @@ func runBench(ctx context.Context, o benchOptions, t *benchTarget, progress io.W
 		if ph.skip {
 			continue
 		}
+		stop, err := startProfile(o.cpuProfile, ph.name)
+		if err != nil {
+			return rep, err
+		}
 		res := ph.run(ctx)
+		if err := stop(); err != nil {
+			return rep, err
+		}
 		rep.Phases = append(rep.Phases, res)
 		fmt.Fprintf(progress, "bench: %s: %d ops in %.2fs, %d errors\n", res.Name, res.Ops, res.Seconds, res.Errors)
 		if err := ctx.Err(); err != nil {
@@ -509,6 +521,27 @@ func runBench(ctx context.Context, o benchOptions, t *benchTarget, progress io.W
 		}
 	}
 	return rep, nil
+}
+
+// startProfile starts the CPU profile of a phase, when asked for, and
+// returns what stops it.
+func startProfile(file, phase string) (stop func() error, err error) {
+	if file == "" {
+		return func() error { return nil }, nil
+	}
+	ext := filepath.Ext(file)
+	f, err := os.Create(strings.TrimSuffix(file, ext) + "." + phase + ext)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // prepare mints a token for every device, downloads a profile per device
@@ -608,7 +641,11 @@ func (b *bench) fetchProfile(ctx context.Context, link string) (*benchDevice, []
 	}
 	resp, err := b.t.api.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("downloading the enrollment profile: %w", err)
+		// The link's token is a secret: the error names the page without it.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, nil, fmt.Errorf("downloading the enrollment profile from %s: %w", b.t.server.base+"/enroll", err)
 	}
 	defer resp.Body.Close()
 	signed, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
@@ -853,7 +890,8 @@ func (b *bench) scepPhase(ctx context.Context) phaseResult {
 	})
 	elapsed := time.Since(started)
 
-	each(ctx, len(b.devs), runtime.GOMAXPROCS(0), func(i int) {
+	// Not cut short by ctx: every answer received is checked.
+	each(context.WithoutCancel(ctx), len(b.devs), runtime.GOMAXPROCS(0), func(i int) {
 		d := b.devs[i]
 		if !d.tried || d.err != nil {
 			return
@@ -1123,15 +1161,16 @@ var benchOps = map[string]string{
 }
 
 func printBenchTable(w io.Writer, o benchOptions, t *benchTarget, rep *benchReport) error {
-	fmt.Fprintf(w, "bramley bench: %d devices, concurrency %d, %d idle rounds, %d commands per device\n",
+	fmt.Fprintf(w, "bramley bench: --devices %d --concurrency %d --rounds %d --commands %d\n",
 		o.devices, o.concurrency, o.rounds, o.commands)
 	fmt.Fprintf(w, "server: %s\n", t.about)
 	fmt.Fprintf(w, "prepared in %s (token, profiles, SCEP requests; untimed); GOMAXPROCS %d\n\n",
 		rep.prepared.Round(time.Millisecond), runtime.GOMAXPROCS(0))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "phase\tops\tseconds\tops/s\tp50 ms\tp95 ms\tp99 ms\terrors\t\n")
+	// Names padded here: AlignRight would right-align them too.
+	fmt.Fprintf(tw, "%-8s\tops\tseconds\tops/s\tp50 ms\tp95 ms\tp99 ms\terrors\t\n", "phase")
 	for _, p := range rep.Phases {
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t\n",
+		fmt.Fprintf(tw, "%-8s\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t\n",
 			p.Name, p.Ops, p.Seconds, p.OpsPerSec, p.P50, p.P95, p.P99, p.Errors)
 	}
 	if err := tw.Flush(); err != nil {

@@ -41,8 +41,11 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 	f.StringVar(&cfg.Identity, "identity", cfg.Identity, "how enrolling devices get their identity: scep (the device makes its key) or pkcs12 (bramley sends key and certificate in the profile)")
 	f.DurationVar(&cfg.IdentityLifetime, "identity-lifetime", cfg.IdentityLifetime, "lifetime of device identities issued through SCEP")
 	f.DurationVar(&cfg.IdentityRenewalWindow, "identity-renewal-window", cfg.IdentityRenewalWindow, "how long before a device identity expires bramley sends it a new enrollment profile")
+	f.StringVar(&cfg.EnrollAuth, "enroll-auth", cfg.EnrollAuth, "how people get the enrollment profile at /enroll: token (links with a token) or basic (sign in with a local account, see bramley user add; token links work too)")
 	f.StringVar(&cfg.APNsURL, "apns-url", cfg.APNsURL, "APNs endpoint (default: Apple's production gateway)")
 	f.StringVar(&cfg.APNsCA, "apns-ca", cfg.APNsCA, "PEM file of CAs to trust for --apns-url")
+	f.StringVar(&cfg.ADEURL, "ade-url", cfg.ADEURL, "Apple device assignment (ADE) service endpoint (default: https://mdmenrollment.apple.com)")
+	f.StringVar(&cfg.ADECA, "ade-ca", cfg.ADECA, "PEM file of CAs to trust for --ade-url")
 	withEnvUsage(cmd)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -72,7 +75,11 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 		base := cfg.PublicURL
 		fmt.Fprintf(stdout, "bramley is listening on %s\n", ln.Addr())
 		fmt.Fprintf(stdout, "  devices check in at  %s/mdm/checkin and %s/mdm/connect\n", base, base)
-		fmt.Fprintf(stdout, "  enrollment           %s/enroll?token=…  (mint tokens: POST /api/v1/enrollment-tokens)\n", base)
+		if cfg.EnrollAuth == server.EnrollAuthBasic {
+			fmt.Fprintf(stdout, "  enrollment           %s/enroll  (sign in with a local account: bramley user add)\n", base)
+		} else {
+			fmt.Fprintf(stdout, "  enrollment           %s/enroll?token=…  (mint tokens: POST /api/v1/enrollment-tokens)\n", base)
+		}
 		fmt.Fprintf(stdout, "  admin API            %s/api/v1/  (OpenAPI: %s/api/v1/openapi.yaml)\n", base, base)
 		if key := srv.AdminKey(); key != "" {
 			fmt.Fprintf(stdout, "\nAdmin API key (shown once, stored hashed — keep it):\n  %s\n\n", key)

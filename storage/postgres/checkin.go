@@ -123,16 +123,34 @@ ON CONFLICT (id) DO UPDATE SET
     last_seen              = excluded.last_seen,
     updated_at             = excluded.updated_at`
 
+// userIDTakenSQL tells whether another managed user of the device holds
+// the short name: a Mac's user keeps its UserID (its GUID) for life, so a
+// new one under a known short name is a different account, or a forgery.
+const userIDTakenSQL = `
+SELECT EXISTS (SELECT 1 FROM enrollments
+WHERE device_id = $1 AND user_short_name = $2 AND user_id <> $3 AND enabled)`
+
 // StoreTokenUpdate creates or updates the enrollment of the message's
 // channel, enables it, resets its push state (clearing a token marked
 // invalid) and marks the device enrolled. storage.ErrNotFound when the
-// device is unknown.
+// device is unknown; storage.ErrConflict, storing nothing, when a macOS user
+// channel names a short name an enabled user of the device holds under
+// another UserID.
 func (s *Store) StoreTokenUpdate(ctx context.Context, msg *mdm.TokenUpdate, sealedUnlockToken []byte, now time.Time) error {
 	deviceID, id, t := msg.DeviceID(), msg.ID(), ts(now)
 	u := userOf(msg.Enrollment)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := mustAffect(tx.Exec(ctx, enrollDeviceSQL, deviceID, t)); err != nil {
 			return err
+		}
+		if macUser(msg.Enrollment) {
+			var taken bool
+			if err := tx.QueryRow(ctx, userIDTakenSQL, deviceID, u.shortName, u.id).Scan(&taken); err != nil {
+				return err
+			}
+			if taken {
+				return fmt.Errorf("user %q has another UserID on this device: %w", u.shortName, storage.ErrConflict)
+			}
 		}
 		if _, err := tx.Exec(ctx, upsertEnrollmentSQL, id, deviceID, u.id, u.shortName, u.longName,
 			msg.Topic, msg.Token, msg.PushMagic, nullBytes(sealedUnlockToken), msg.AwaitingConfiguration, t); err != nil {
@@ -148,6 +166,13 @@ func (s *Store) StoreTokenUpdate(ctx context.Context, msg *mdm.TokenUpdate, seal
 }
 
 type user struct{ id, shortName, longName string }
+
+// macUser reports whether e is a macOS user channel, named by its UserID
+// and carrying a short name. Shared iPad users share one UserID and User
+// Enrollment names its user otherwise; neither is checked for a changed ID.
+func macUser(e mdm.Enrollment) bool {
+	return e.UserID != "" && e.UserID != mdm.SharedIPadUserID && e.UserShortName != ""
+}
 
 // userOf returns the user keys of a user channel, and nothing for the
 // device channel. User Enrollment names its user by EnrollmentUserID.

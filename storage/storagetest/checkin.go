@@ -248,6 +248,18 @@ func testTokenUpdateUserChannel(t *testing.T, s Store) {
 	ue.EnrollmentUserID = "ENROLLMENT-USER"
 	must(t, s.StoreTokenUpdate(ctx, ue, nil, at(time.Minute)), "User Enrollment TokenUpdate")
 	equal(t, enrollment(t, s, "D:ENROLLMENT-USER").UserID, "ENROLLMENT-USER", "User Enrollment user ID")
+
+	// A Mac user keeps its UserID: another one under the same short name
+	// is refused and stores nothing, while that user is managed.
+	forged := tokenMsg("D:USER-2")
+	forged.UserShortName = "short-USER-1"
+	wantErr(t, s.StoreTokenUpdate(ctx, forged, nil, at(time.Hour)), storage.ErrConflict, "TokenUpdate with a changed UserID")
+	_, err := s.Enrollment(ctx, "D:USER-2")
+	wantErr(t, err, storage.ErrNotFound, "enrollment of a refused UserID")
+	equal(t, enrollment(t, s, "D:USER-1").LastSeen, at(time.Minute), "known user after a refused UserID")
+	must(t, s.StoreTokenUpdate(ctx, tu, nil, at(time.Hour)), "repeated user TokenUpdate")
+	must(t, s.CheckOut(ctx, "D:USER-1", at(time.Hour)), "CheckOut of the user")
+	must(t, s.StoreTokenUpdate(ctx, forged, nil, at(time.Hour)), "TokenUpdate of a new user after the old one checked out")
 }
 
 func testCheckOut(t *testing.T, s Store) {

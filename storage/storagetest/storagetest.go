@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bramley-mdm/bramley/ade"
 	"github.com/bramley-mdm/bramley/api"
 	"github.com/bramley-mdm/bramley/checkin"
 	"github.com/bramley-mdm/bramley/enroll"
@@ -46,11 +47,16 @@ type Store interface {
 	pki.CertificateStore
 	enroll.Store
 	enroll.RenewalStore
+	enroll.UserStore
 	scep.ChallengeStore
 	scep.RenewalStore
 	push.Store
 	push.CertStore
 	pki.SettingWriter
+	ade.TokenStore
+	ade.CursorStore
+	ade.DeviceSink
+	ade.DeviceLister
 
 	// PutSetting stores one value as PutSettings does.
 	PutSetting(ctx context.Context, name string, value []byte) error
@@ -119,7 +125,11 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"ExpiringIdentities", testExpiringIdentities},
 		{"ExpiringIdentitiesRace", testExpiringIdentitiesRace},
 		{"RenewalStatuses", testRenewalStatuses},
+		{"Users", testUsers},
 		{"Times", testTimes},
+		{"ADETokens", testADETokens},
+		{"ADECursor", testADECursor},
+		{"ADEDevices", testADEDevices},
 		{"Ping", testPing},
 	}
 	for _, tc := range tests {

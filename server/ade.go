@@ -1,0 +1,43 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"github.com/bramley-mdm/bramley/ade"
+	"github.com/bramley-mdm/bramley/pki"
+)
+
+// setUpADE builds the Automated Device Enrollment service: the key pair
+// Apple encrypts server tokens to (made on first use, sealed in
+// settings), and one client per token of Apple's device assignment
+// service, or of --ade-url. Syncs run when an administrator asks (POST
+// /api/v1/ade/tokens/{id}/sync); there is no periodic sync yet.
+func (s *Server) setUpADE(_ context.Context, sealer *pki.Sealer) error {
+	var opts []ade.ClientOption
+	if s.cfg.ADEURL != "" {
+		opts = append(opts, ade.WithURL(s.cfg.ADEURL))
+	}
+	if s.cfg.ADECA != "" {
+		data, err := os.ReadFile(s.cfg.ADECA)
+		if err != nil {
+			return fmt.Errorf("--ade-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return fmt.Errorf("--ade-ca %s: no PEM certificate", s.cfg.ADECA)
+		}
+		opts = append(opts, ade.WithRootCAs(pool))
+	}
+	opts = append(opts, ade.WithClock(s.now), ade.WithLogger(s.logger))
+	keyPair := func(ctx context.Context) (*x509.Certificate, crypto.PrivateKey, error) {
+		return pki.LoadOrCreateADEKeyPair(ctx, s.store, sealer, s.now())
+	}
+	s.ade = ade.NewService(keyPair, s.store, s.store, s.store, sealer,
+		ade.WithServiceClock(s.now), ade.WithServiceLogger(s.logger),
+		ade.WithClientOptions(opts...), ade.WithSyncerOptions(ade.WithSyncLogger(s.logger)))
+	return nil
+}
