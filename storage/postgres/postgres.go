@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,14 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		// The error of ParseConfig may quote the URL, password included.
 		return nil, errors.New("parsing PostgreSQL connection string: invalid syntax or parameters")
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default (max(4, NumCPU)) leaves most concurrent
+		// requests waiting for a connection while each commit waits on
+		// fdatasync; measured with bramley bench at 32 concurrent devices,
+		// 32 connections raised command round trips from ~540/s to ~700/s.
+		// pool_max_conns in the URL still decides.
+		cfg.MaxConns = 32
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
