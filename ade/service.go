@@ -46,11 +46,19 @@ type Service struct {
 	now        func() time.Time
 	logger     *slog.Logger
 	clientOpts []ClientOption
+	// profiles, rules and enrollURL: WithProfiles (assign.go).
+	profiles  ProfileStore
+	rules     AssignmentStore
+	enrollURL string
+	// locker keeps periodic runs to one replica (run.go).
+	locker Locker
 
 	mu      sync.Mutex
 	clients map[string]*tokenClient
 	// syncing keeps two syncs of one token on this replica apart.
 	syncing map[string]*sync.Mutex
+	// notBefore holds tokens Apple asked to wait (run.go).
+	notBefore map[string]time.Time
 }
 
 // tokenClient is the client of one token, for the sealed secrets it was
@@ -89,6 +97,8 @@ func NewService(keyPair KeyPair, tokens TokenStore, cursors CursorStore, devices
 		logger:  slog.New(slog.DiscardHandler),
 		clients: make(map[string]*tokenClient),
 		syncing: make(map[string]*sync.Mutex),
+
+		notBefore: make(map[string]time.Time),
 	}
 	s.syncer = NewSyncer(cursors, devices)
 	for _, o := range opts {
@@ -155,7 +165,8 @@ func (s *Service) Import(ctx context.Context, p7m []byte) (Token, error) {
 // Tokens lists the stored tokens.
 func (s *Service) Tokens(ctx context.Context) ([]Token, error) { return s.tokens.Tokens(ctx) }
 
-// Sync brings the token's devices up to date now. An unknown id is
+// Sync brings the token's devices up to date now, then applies the
+// assignment rules to new and unassigned devices. An unknown id is
 // storage.ErrNotFound; Apple's refusals wrap an *Error and its sentinel
 // (ErrTermsNotSigned …). Syncs of one token on this replica run one
 // after the other.
@@ -173,7 +184,12 @@ func (s *Service) Sync(ctx context.Context, id string) (SyncResult, error) {
 	if err != nil {
 		return SyncResult{}, err
 	}
-	return s.syncer.Sync(ctx, id, client)
+	res, err := s.syncer.Sync(ctx, id, client)
+	if err != nil {
+		return res, err
+	}
+	// The assignment rules follow every sync (assign.go).
+	return res, s.assignNew(ctx, id)
 }
 
 // SyncAll syncs every token, logging each failure, and returns the first.

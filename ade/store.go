@@ -61,6 +61,12 @@ type DeviceRecord struct {
 	// Deleted: the device left this MDM server (OpType deleted). The
 	// record stays, with the fields it had before.
 	Deleted bool `json:"deleted"`
+	// AssignProfileID, AssignResult and AssignTime tell what came of
+	// bramley's last assignment of a profile to the device: Apple's
+	// SUCCESS, NOT_ACCESSIBLE, FAILED or THROTTLED (AssignmentStore).
+	AssignProfileID string    `json:"assign_profile_id,omitempty"`
+	AssignResult    string    `json:"assign_result,omitempty"`
+	AssignTime      time.Time `json:"assign_time,omitzero"`
 }
 
 // DeviceLister lists the devices the syncer recorded.

@@ -51,8 +51,13 @@ type API struct {
 	// adeTokens and adeDevices serve the /ade routes; nil: 503.
 	adeTokens  ADETokens
 	adeDevices ADEDevices
+	// adeProfiles and adeAssignments serve ADE profiles (adeprofiles.go).
+	adeProfiles    ADEProfiles
+	adeAssignments ADEAssignments
 	// accounts serves /users (accounts.go); nil: 503.
 	accounts Accounts
+	// vpp serves /vpp and /devices/{id}/owner (vpp.go); nil: 503.
+	vpp VPP
 }
 
 // Option configures an API.
@@ -123,7 +128,21 @@ func (a *API) routes() []route {
 		{pattern: "GET " + prefix + "/ade/tokens", serve: a.listADETokens},
 		{pattern: "POST " + prefix + "/ade/tokens/{id}/sync", serve: a.syncADEToken},
 		{pattern: "GET " + prefix + "/ade/devices", serve: a.listADEDevices},
+		{pattern: "POST " + prefix + "/ade/profiles", serve: a.createADEProfile},
+		{pattern: "GET " + prefix + "/ade/profiles", serve: a.listADEProfiles},
+		{pattern: "GET " + prefix + "/ade/profiles/{id}", serve: a.getADEProfile},
+		{pattern: "PUT " + prefix + "/ade/assignment-rules", serve: a.putADEAssignmentRules},
+		{pattern: "GET " + prefix + "/ade/assignment-rules", serve: a.getADEAssignmentRules},
+		{pattern: "POST " + prefix + "/ade/tokens/{id}/assign", serve: a.assignADEToken},
 		{pattern: "POST " + prefix + "/users", serve: a.createUser},
+		{pattern: "POST " + prefix + "/vpp/tokens", serve: a.importVPPToken},
+		{pattern: "GET " + prefix + "/vpp/tokens", serve: a.listVPPTokens},
+		{pattern: "POST " + prefix + "/vpp/users", serve: a.registerVPPUser},
+		{pattern: "GET " + prefix + "/vpp/users", serve: a.listVPPUsers},
+		{pattern: "POST " + prefix + "/vpp/assignments", serve: a.assignVPP},
+		{pattern: "GET " + prefix + "/vpp/assignments", serve: a.listVPPAssignments},
+		{pattern: "POST " + prefix + "/vpp/sync", serve: a.syncVPP},
+		{pattern: "PUT " + prefix + "/devices/{id}/owner", serve: a.setDeviceOwner},
 	}
 }
 

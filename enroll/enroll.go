@@ -260,6 +260,24 @@ func (s *Service) Profile(ctx context.Context, topic, source string) ([]byte, er
 // challenge, issued for ch (its Subject is the identity's common name)
 // and usable for ttl.
 func (s *Service) profile(ctx context.Context, topic string, ch scep.Challenge, ttl time.Duration) ([]byte, error) {
+	p, err := s.enrollmentProfile(ctx, topic, ch, ttl)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := p.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("encoding enrollment profile: %w", err)
+	}
+	signed, err := profile.Sign(raw, s.signer.Cert, s.signer.Key, s.signer.Chain)
+	if err != nil {
+		return nil, fmt.Errorf("signing enrollment profile: %w", err)
+	}
+	return signed, nil
+}
+
+// enrollmentProfile builds the unsigned enrollment profile of profile
+// (OTA encrypts it before signing).
+func (s *Service) enrollmentProfile(ctx context.Context, topic string, ch scep.Challenge, ttl time.Duration) (*profile.Profile, error) {
 	opts := profile.EnrollmentOptions{
 		Identifier:   s.cfg.Identifier,
 		DisplayName:  "bramley enrollment",
@@ -296,15 +314,7 @@ func (s *Service) profile(ctx context.Context, topic string, ch scep.Challenge, 
 	if err != nil {
 		return nil, fmt.Errorf("building enrollment profile: %w", err)
 	}
-	raw, err := p.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("encoding enrollment profile: %w", err)
-	}
-	signed, err := profile.Sign(raw, s.signer.Cert, s.signer.Key, s.signer.Chain)
-	if err != nil {
-		return nil, fmt.Errorf("signing enrollment profile: %w", err)
-	}
-	return signed, nil
+	return p, nil
 }
 
 // pkcs12Identity makes a key and a certificate for the subject the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 
@@ -15,7 +16,8 @@ import (
 // Apple encrypts server tokens to (made on first use, sealed in
 // settings), and one client per token of Apple's device assignment
 // service, or of --ade-url. Syncs run when an administrator asks (POST
-// /api/v1/ade/tokens/{id}/sync); there is no periodic sync yet.
+// /api/v1/ade/tokens/{id}/sync) and every --ade-sync-interval (runADE),
+// each followed by the profile assignment rules.
 func (s *Server) setUpADE(_ context.Context, sealer *pki.Sealer) error {
 	var opts []ade.ClientOption
 	if s.cfg.ADEURL != "" {
@@ -38,6 +40,20 @@ func (s *Server) setUpADE(_ context.Context, sealer *pki.Sealer) error {
 	}
 	s.ade = ade.NewService(keyPair, s.store, s.store, s.store, sealer,
 		ade.WithServiceClock(s.now), ade.WithServiceLogger(s.logger),
-		ade.WithClientOptions(opts...), ade.WithSyncerOptions(ade.WithSyncLogger(s.logger)))
+		ade.WithClientOptions(opts...), ade.WithSyncerOptions(ade.WithSyncLogger(s.logger)),
+		ade.WithProfiles(s.store, s.store, s.cfg.publicURL(s.cfg.Listen)+"/ade/enroll"),
+		ade.WithLocker(s.store))
 	return nil
+}
+
+// runADE syncs every token and applies the assignment rules every
+// --ade-sync-interval until ctx ends; on PostgreSQL one replica at a time
+// (an advisory lock), the others skipping that round.
+func (s *Server) runADE(ctx context.Context) {
+	if s.cfg.ADESyncInterval <= 0 {
+		return
+	}
+	if err := s.ade.Run(ctx, s.cfg.ADESyncInterval); err != nil && !errors.Is(err, context.Canceled) {
+		s.logger.Error("ADE periodic sync stopped", "err", err)
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/bramley-mdm/bramley/directory"
 )
 
 // Config is everything `bramley serve` is told. Defaults live in
@@ -69,6 +71,23 @@ type Config struct {
 	// device assignment service (a simulator, a fake); empty means Apple's
 	// (mdmenrollment.apple.com). ADECA is a PEM file of CAs to trust.
 	ADEURL, ADECA string
+	// ADESyncInterval is how often ADE devices are synced and assignment
+	// rules applied, by one replica at a time; 0 turns it off.
+	ADESyncInterval time.Duration
+	// VPPURL and VPPCA point Apps and Books at another service (a fake);
+	// empty means Apple's (vpp.itunes.apple.com/mdm/v2). VPPCA is a PEM
+	// file of CAs to trust.
+	VPPURL, VPPCA string
+	// AppleDeviceCA is a PEM file of CAs whose device identities sign
+	// Setup Assistant's MachineInfo, trusted besides the built-in Apple
+	// iPhone Device CA (pki.AppleDeviceCAs).
+	AppleDeviceCA string
+	// OTADeny lists serial numbers and products (e.g. "iPhone14,5") that
+	// over-the-air enrollment refuses (enroll.DenyList).
+	OTADeny []string
+	// LDAP is the directory people may also sign in with (portal.go);
+	// an empty URL means local accounts only.
+	LDAP directory.Config
 }
 
 // DefaultConfig returns the configuration of `bramley serve` with no flags.
@@ -82,6 +101,7 @@ func DefaultConfig() Config {
 		IdentityLifetime:      365 * 24 * time.Hour,
 		IdentityRenewalWindow: 30 * 24 * time.Hour,
 		Identity:              "scep",
+		ADESyncInterval:       30 * time.Minute,
 	}
 }
 
@@ -146,8 +166,24 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--ade-url %q: want an https:// URL", c.ADEURL))
 		}
 	}
+	if c.ADESyncInterval != 0 && c.ADESyncInterval < time.Minute {
+		errs = append(errs, fmt.Errorf("--ade-sync-interval %s: at least 1m (or 0 for none)", c.ADESyncInterval))
+	}
 	if c.ADECA != "" && c.ADEURL == "" {
 		errs = append(errs, errors.New("--ade-ca is for --ade-url; Apple's service needs no extra CA"))
+	}
+	if c.LDAP.URL != "" || c.LDAP.BaseDN != "" {
+		if err := c.LDAP.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.VPPURL != "" {
+		if u, err := url.Parse(c.VPPURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--vpp-url %q: want an https:// URL", c.VPPURL))
+		}
+	}
+	if c.VPPCA != "" && c.VPPURL == "" {
+		errs = append(errs, errors.New("--vpp-ca is for --vpp-url; Apple's service needs no extra CA"))
 	}
 	if c.APIKey != "" && len(c.APIKey) < 16 {
 		errs = append(errs, errors.New("--api-key: at least 16 characters"))

@@ -98,6 +98,12 @@ type env struct {
 // start runs a server on 127.0.0.1:0 over real HTTPS until the test ends.
 func start(t *testing.T, db string, edit func(*server.Config)) *env {
 	t.Helper()
+	return startWith(t, db, edit)
+}
+
+// startWith is start with server options.
+func startWith(t *testing.T, db string, edit func(*server.Config), opts ...server.Option) *env {
+	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.DB = db
@@ -115,7 +121,7 @@ func start(t *testing.T, db string, edit func(*server.Config)) *env {
 	logs := new(bytes.Buffer)
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, logger)
+	srv, err := server.New(ctx, cfg, logger, opts...)
 	if err != nil {
 		cancel()
 		ln.Close()

@@ -35,6 +35,7 @@ import (
 	"github.com/bramley-mdm/bramley/queue"
 	"github.com/bramley-mdm/bramley/scep"
 	"github.com/bramley-mdm/bramley/storage"
+	"github.com/bramley-mdm/bramley/vpp"
 )
 
 // Server is a configured bramley, ready to serve.
@@ -55,6 +56,9 @@ type Server struct {
 	renewals  *enroll.RenewalService
 	// ade imports ADE server tokens and syncs their devices (ade.go).
 	ade *ade.Service
+	// vpp is Apps and Books: content tokens, people, assignment plans (vpp.go).
+	vpp     *vpp.Service
+	vppOpts []vpp.Option
 }
 
 // Option configures a Server beyond its Config (tests use these).
@@ -151,12 +155,13 @@ func (s *Server) setUp(ctx context.Context) error {
 	}
 	verifier := identity.NewVerifier(anchors, verifierOpts...)
 	binder := identity.NewBinder(s.store, s.logger, s.now)
-	checkins := checkin.New(s.store, s.store, sealer, binder,
-		checkin.WithLogger(s.logger), checkin.WithClock(s.now),
-		checkin.WithObserver(s.metrics.observeCheckin))
 	commands := queue.New(s.store, s.store, binder,
 		queue.WithLogger(s.logger), queue.WithClock(s.now),
 		queue.WithObserver(s.metrics.observeResult), queue.WithEnqueueHook(s.pusher.Notify))
+	checkins := checkin.New(s.store, s.store, sealer, binder,
+		checkin.WithLogger(s.logger), checkin.WithClock(s.now),
+		checkin.WithObserver(s.metrics.observeCheckin),
+		checkin.WithEvents(awaitConfiguration(commands, s.store, s.logger, s.now))) // ADE: adeenroll.go
 	scepService := scep.New(s.ca, s.store,
 		scep.WithLogger(s.logger), scep.WithClock(s.now), scep.WithLifetime(s.cfg.IdentityLifetime),
 		scep.WithRenewals(s.store), scep.WithMaxBody(s.cfg.MaxBody), scep.WithObserver(s.metrics.observeSCEP),
@@ -171,15 +176,25 @@ func (s *Server) setUp(ctx context.Context) error {
 		Identity:         s.cfg.Identity,
 		IdentityLifetime: s.cfg.IdentityLifetime,
 	}, enroll.WithLogger(s.logger), enroll.WithClock(s.now), enroll.WithCertificateStore(s.store))
+	// Apps and Books (vpp.go).
+	if err := s.setUpVPP(sealer, commands, string(serverID), base); err != nil {
+		return err
+	}
 	if err := s.setUpRenewals(enrollment, commands); err != nil {
 		return fmt.Errorf("setting up identity renewal: %w", err)
 	}
+	adeEnroll, err := s.adeEnrollHandler(enrollment) // adeenroll.go
+	if err != nil {
+		return err
+	}
 	// Local accounts and --enroll-auth (users.go).
-	withAccounts, enrollHandler := s.setUpAccounts(enrollment)
+	// Local accounts, then the directory when one is configured.
+	users := s.signInUsers()
+	withAccounts, enrollHandler := s.setUpAccounts(enrollment, users)
 	admin := api.New(s.store, s.store, s.store, commands,
 		api.WithLogger(s.logger), api.WithClock(s.now), api.WithMaxBody(s.cfg.MaxBody),
 		api.WithEnrollment(enrollment), api.WithPush(s.pushCerts, s.pusher), api.WithRenewals(s.renewals), withAccounts,
-		api.WithADE(s.ade, s.ade))
+		api.WithADE(s.ade, s.ade), api.WithADEProfiles(s.ade, s.ade), api.WithVPP(s.vpp))
 
 	mux := http.NewServeMux()
 	device := verifier.Middleware(s.cfg.MaxBody)
@@ -191,9 +206,22 @@ func (s *Server) setUp(ctx context.Context) error {
 	mux.Handle("GET /scep", scepService.Handler())
 	mux.Handle("POST /scep", scepService.Handler())
 	mux.Handle("GET /enroll", enrollHandler)
+	ota, err := s.setUpOTA(mux, enrollment, previous, users) // ota.go
+	if err != nil {
+		return err
+	}
+	mux.Handle("GET /ade/enroll", adeEnroll)
+	mux.Handle("POST /ade/enroll", adeEnroll)
 	mux.Handle("/api/v1/", admin.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", s.metrics.handler())
+	// Enrollment portal (/portal/): portal.go.
+	portal, err := s.portalHandler(ctx, sealer, users, ota)
+	if err != nil {
+		return err
+	}
+	mux.Handle("/portal/", portal)
+	// End of the portal.
 	s.handler = s.metrics.instrument(mux, accessLog(s.logger, mux))
 	return nil
 }
@@ -395,6 +423,8 @@ func (s *Server) startBackground(ctx context.Context) *sync.WaitGroup {
 			s.logger.Error("identity renewal stopped", "err", err)
 		}
 	})
+	wg.Go(func() { s.runVPPSweep(ctx) })
+	wg.Go(func() { s.runADE(ctx) }) // periodic ADE sync and profile assignment (ade.go)
 	wg.Go(func() {
 		t := time.NewTicker(time.Minute)
 		defer t.Stop()

@@ -16,6 +16,7 @@ import (
 	"github.com/bramley-mdm/bramley/scep"
 	"github.com/bramley-mdm/bramley/storage/postgres"
 	"github.com/bramley-mdm/bramley/storage/sqlite"
+	"github.com/bramley-mdm/bramley/vpp"
 )
 
 // Store is the union of what bramley's parts need from storage; only the
@@ -33,14 +34,21 @@ type Store interface {
 	pki.CertificateStore
 	scep.ChallengeStore
 	enroll.Store
+	enroll.ADEDeviceFinder
 	enroll.RenewalStore
 	enroll.UserStore
+	enroll.OTAStore // the portal's Profile Service payloads (portal.go)
+	enroll.OTAStore
 	push.Store
 	push.CertStore
 	ade.TokenStore
 	ade.CursorStore
 	ade.DeviceSink
 	ade.DeviceLister
+	ade.ProfileStore
+	ade.AssignmentStore
+	ade.Locker
+	vpp.ServiceStore
 	QueueDepth(ctx context.Context) (int64, error)
 	Ping(ctx context.Context) error
 	Close() error

@@ -27,10 +27,10 @@ func validateEnrollAuth(mode string) error {
 
 // setUpAccounts builds local accounts: the admin API creates them in
 // either mode; with --enroll-auth basic GET /enroll signs them in.
-func (s *Server) setUpAccounts(enrollment *enroll.Service) (api.Option, http.Handler) {
+func (s *Server) setUpAccounts(enrollment *enroll.Service, users enroll.Authenticator) (api.Option, http.Handler) {
 	accounts := enroll.NewAccounts(s.store, enroll.WithAccountsClock(s.now))
 	if s.cfg.EnrollAuth == EnrollAuthBasic {
-		return api.WithAccounts(accounts), enrollment.SignInHandler(accounts)
+		return api.WithAccounts(accounts), enrollment.SignInHandler(users)
 	}
 	return api.WithAccounts(accounts), enrollment.Handler()
 }

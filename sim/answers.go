@@ -20,17 +20,19 @@ func (d *Device) answer(uuid, requestType string, cmd map[string]any) map[string
 	switch requestType {
 	case "DeviceInformation":
 		res["QueryResponses"] = d.queryResponses(cmd)
+	case "DeviceConfigured":
+		d.awaiting = false // Setup Assistant continues
 	case "SecurityInfo":
 		res["SecurityInfo"] = map[string]any{
 			"HardwareEncryptionCaps": 3, "PasscodePresent": true, "PasscodeCompliant": true,
 			"PasscodeCompliantWithProfiles": true, "PasscodeLockGracePeriodEnforced": 0,
-			"ManagementStatus": map[string]any{"EnrolledViaDEP": false, "IsUserEnrollment": false, "UserApprovedEnrollment": true},
+			"ManagementStatus": map[string]any{"EnrolledViaDEP": d.ade.enrolled, "IsUserEnrollment": false, "UserApprovedEnrollment": true},
 		}
 	case "ProfileList":
 		res["ProfileList"] = []any{map[string]any{
 			"PayloadIdentifier": "com.bramley.enroll", "PayloadDisplayName": "bramley enrollment",
 			"PayloadUUID": mdm.NewUUID(), "PayloadVersion": 1, "IsManaged": true, "IsEncrypted": false,
-			"HasRemovalPasscode": false, "PayloadRemovalDisallowed": false,
+			"HasRemovalPasscode": false, "PayloadRemovalDisallowed": d.ade.enrolled && !d.ade.removable,
 			"PayloadContent": []any{
 				map[string]any{"PayloadType": "com.apple.mdm", "PayloadIdentifier": "com.bramley.enroll.mdm", "PayloadVersion": 1},
 			},
@@ -56,7 +58,7 @@ func (d *Device) queryResponses(cmd map[string]any) map[string]any {
 		"UDID": d.UDID, "SerialNumber": d.SerialNumber, "DeviceName": d.DeviceName,
 		"Model": d.Model, "ModelName": d.ModelName, "ProductName": d.ProductName,
 		"OSVersion": d.OSVersion, "BuildVersion": d.BuildVersion,
-		"IsSupervised": false, "IsActivationLockEnabled": false, "BatteryLevel": 0.87,
+		"IsSupervised": d.ade.supervised, "IsActivationLockEnabled": false, "BatteryLevel": 0.87,
 	}
 	queries, _ := cmd["Queries"].([]any)
 	if len(queries) == 0 {

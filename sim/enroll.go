@@ -52,6 +52,7 @@ type enrollConfig struct {
 	keys     *KeyPool
 	device   []Option
 	checkURL func(*url.URL) error
+	apple    *appleIdentity // EnrollOTA (ota.go)
 }
 
 // WithProfileRoots pins the roots the profile's signature must chain to,
@@ -132,6 +133,13 @@ func EnrollDirect(ctx context.Context, enrollURL string, opts ...EnrollOption) (
 	if err != nil {
 		return nil, err
 	}
+	return installProfile(ctx, &cfg, signed)
+}
+
+// installProfile verifies and installs a downloaded enrollment profile,
+// gets the identity of its SCEP payload and checks in as its MDM payload
+// says; deviceOpts configure the Device before cfg's.
+func installProfile(ctx context.Context, cfg *enrollConfig, signed []byte, deviceOpts ...Option) (*Device, error) {
 	ep, installed, err := readEnrollmentProfile(signed, cfg.pinned)
 	if err != nil {
 		return nil, err
@@ -163,6 +171,7 @@ func EnrollDirect(ctx context.Context, enrollURL string, opts ...EnrollOption) (
 	if ep.mdm.SignMessage {
 		devOpts = append(devOpts, WithMdmSignature())
 	}
+	devOpts = append(devOpts, deviceOpts...)
 	d := New(base, cert, key, append(devOpts, cfg.device...)...)
 	if err := d.Enroll(ctx); err != nil {
 		return nil, fmt.Errorf("checking in with the SCEP identity: %w", err)
@@ -316,7 +325,12 @@ func readEnrollmentProfile(signed []byte, pinned []*x509.Certificate) (*enrollme
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the enrollment profile: %w", err)
 	}
+	return enrollmentPayloads(p)
+}
 
+// enrollmentPayloads reads the SCEP and MDM payloads of a verified (and,
+// for OTA, decrypted) enrollment profile, and the roots it installs.
+func enrollmentPayloads(p *profile.Profile) (*enrollmentProfile, []*x509.Certificate, error) {
 	var ep enrollmentProfile
 	var scepUUID string
 	for _, pl := range p.PayloadContent {

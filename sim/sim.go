@@ -56,6 +56,10 @@ type Device struct {
 	noIdentity bool
 	notNow     float64
 	rng        *mrand.Rand
+	// ade: enrolled in Setup Assistant (sim/ade.go), supervised as the
+	// ADE profile says; awaiting: in Setup Assistant until DeviceConfigured.
+	ade      adeState
+	awaiting bool
 }
 
 // Option configures a Device.
@@ -158,7 +162,7 @@ func (d *Device) Authenticate(ctx context.Context) error {
 func (d *Device) TokenUpdate(ctx context.Context) error {
 	msg := map[string]any{
 		"MessageType": mdm.MessageTokenUpdate, "UDID": d.UDID, "Topic": d.Topic,
-		"Token": d.Token, "PushMagic": d.PushMagic, "AwaitingConfiguration": false,
+		"Token": d.Token, "PushMagic": d.PushMagic, "AwaitingConfiguration": d.awaiting,
 	}
 	_, err := d.checkin(ctx, msg)
 	return err

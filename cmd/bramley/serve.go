@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bramley-mdm/bramley/directory"
 	"github.com/bramley-mdm/bramley/server"
 )
 
@@ -46,6 +47,17 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 	f.StringVar(&cfg.APNsCA, "apns-ca", cfg.APNsCA, "PEM file of CAs to trust for --apns-url")
 	f.StringVar(&cfg.ADEURL, "ade-url", cfg.ADEURL, "Apple device assignment (ADE) service endpoint (default: https://mdmenrollment.apple.com)")
 	f.StringVar(&cfg.ADECA, "ade-ca", cfg.ADECA, "PEM file of CAs to trust for --ade-url")
+	f.DurationVar(&cfg.ADESyncInterval, "ade-sync-interval", cfg.ADESyncInterval, "how often ADE devices are synced and profile assignment rules applied (one replica at a time; 0: only when asked)")
+	f.StringVar(&cfg.VPPURL, "vpp-url", cfg.VPPURL, "Apple Apps and Books (VPP) service endpoint (default: https://vpp.itunes.apple.com/mdm/v2)")
+	f.StringVar(&cfg.VPPCA, "vpp-ca", cfg.VPPCA, "PEM file of CAs to trust for --vpp-url")
+	f.StringVar(&cfg.AppleDeviceCA, "apple-device-ca", cfg.AppleDeviceCA, "PEM file of CAs trusted to issue Apple device identities, besides Apple's built-in device CA")
+	f.StringSliceVar(&cfg.OTADeny, "ota-deny", cfg.OTADeny, "serial number or product (e.g. iPhone14,5) that OTA enrollment refuses (repeatable)")
+	f.StringVar(&cfg.LDAP.URL, "ldap-url", cfg.LDAP.URL, "LDAP directory people may sign in with besides local accounts (ldap://host or ldaps://host; Open Directory speaks LDAP)")
+	f.StringVar(&cfg.LDAP.BaseDN, "ldap-base-dn", cfg.LDAP.BaseDN, "where --ldap-url searches for people (the whole subtree)")
+	f.StringVar(&cfg.LDAP.BindDN, "ldap-bind-dn", cfg.LDAP.BindDN, "service account that searches the directory (default: anonymous)")
+	f.StringVar(&cfg.LDAP.BindPassword, "ldap-bind-password", cfg.LDAP.BindPassword, "password of --ldap-bind-dn (prefer the environment variable)")
+	f.StringVar(&cfg.LDAP.UserFilter, "ldap-user-filter", directory.DefaultUserFilter, "LDAP filter finding a person; %s is the username, escaped")
+	f.StringVar(&cfg.LDAP.Group, "ldap-group", cfg.LDAP.Group, "DN of a group people must be in to sign in (member, uniqueMember or memberUid)")
 	withEnvUsage(cmd)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

@@ -143,7 +143,7 @@ func (s *Store) ADEDevices(ctx context.Context, tokenID string) ([]ade.DeviceRec
 	rows, err := s.pool.Query(ctx, `
 		SELECT token_id, serial_number, model, description, color, asset_tag, os, device_family,
 		       profile_status, profile_uuid, profile_assign_time, profile_push_time, device_assigned_date,
-		       device_assigned_by, op_type, op_date, deleted
+		       device_assigned_by, op_type, op_date, deleted, assign_profile_id, assign_result, assign_time
 		FROM ade_devices WHERE $1 = '' OR token_id = $1
 		ORDER BY token_id, serial_number`, tokenID)
 	if err != nil {
@@ -153,16 +153,17 @@ func (s *Store) ADEDevices(ctx context.Context, tokenID string) ([]ade.DeviceRec
 	var out []ade.DeviceRecord
 	for rows.Next() {
 		var d ade.DeviceRecord
-		var assign, push, assigned, opDate pgtype.Timestamptz
+		var assign, push, assigned, opDate, assignTime pgtype.Timestamptz
 		var op string
 		if err := rows.Scan(&d.TokenID, &d.SerialNumber, &d.Model, &d.Description, &d.Color, &d.AssetTag,
 			&d.OS, &d.DeviceFamily, &d.ProfileStatus, &d.ProfileUUID, &assign, &push, &assigned,
-			&d.DeviceAssignedBy, &op, &opDate, &d.Deleted); err != nil {
+			&d.DeviceAssignedBy, &op, &opDate, &d.Deleted, &d.AssignProfileID, &d.AssignResult, &assignTime); err != nil {
 			return nil, fmt.Errorf("listing ADE devices: %w", err)
 		}
 		d.OpType = ade.OpType(op)
 		d.ProfileAssignTime, d.ProfilePushTime = fromTS(assign), fromTS(push)
 		d.DeviceAssignedDate, d.OpDate = fromTS(assigned), fromTS(opDate)
+		d.AssignTime = fromTS(assignTime)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {

@@ -153,7 +153,7 @@ func (s *Store) ADEDevices(ctx context.Context, tokenID string) ([]ade.DeviceRec
 	rows, err := s.r.QueryContext(ctx, `
 		SELECT token_id, serial_number, model, description, color, asset_tag, os, device_family,
 		       profile_status, profile_uuid, profile_assign_time, profile_push_time, device_assigned_date,
-		       device_assigned_by, op_type, op_date, deleted
+		       device_assigned_by, op_type, op_date, deleted, assign_profile_id, assign_result, assign_time
 		FROM ade_devices WHERE ?1 = '' OR token_id = ?1
 		ORDER BY token_id, serial_number`, tokenID)
 	if err != nil {
@@ -163,16 +163,17 @@ func (s *Store) ADEDevices(ctx context.Context, tokenID string) ([]ade.DeviceRec
 	var out []ade.DeviceRecord
 	for rows.Next() {
 		var d ade.DeviceRecord
-		var assign, push, assigned, opDate sql.NullInt64
+		var assign, push, assigned, opDate, assignTime sql.NullInt64
 		var op string
 		if err := rows.Scan(&d.TokenID, &d.SerialNumber, &d.Model, &d.Description, &d.Color, &d.AssetTag,
 			&d.OS, &d.DeviceFamily, &d.ProfileStatus, &d.ProfileUUID, &assign, &push, &assigned,
-			&d.DeviceAssignedBy, &op, &opDate, &d.Deleted); err != nil {
+			&d.DeviceAssignedBy, &op, &opDate, &d.Deleted, &d.AssignProfileID, &d.AssignResult, &assignTime); err != nil {
 			return nil, fmt.Errorf("listing ADE devices: %w", err)
 		}
 		d.OpType = ade.OpType(op)
 		d.ProfileAssignTime, d.ProfilePushTime = fromNullMicros(assign), fromNullMicros(push)
 		d.DeviceAssignedDate, d.OpDate = fromNullMicros(assigned), fromNullMicros(opDate)
+		d.AssignTime = fromNullMicros(assignTime)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {

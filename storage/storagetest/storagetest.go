@@ -31,6 +31,7 @@ import (
 	"github.com/bramley-mdm/bramley/queue"
 	"github.com/bramley-mdm/bramley/scep"
 	"github.com/bramley-mdm/bramley/storage"
+	"github.com/bramley-mdm/bramley/vpp"
 )
 
 // Store is everything a storage backend implements.
@@ -46,6 +47,7 @@ type Store interface {
 	pki.SettingStore
 	pki.CertificateStore
 	enroll.Store
+	enroll.ADEDeviceFinder
 	enroll.RenewalStore
 	enroll.UserStore
 	scep.ChallengeStore
@@ -57,6 +59,10 @@ type Store interface {
 	ade.CursorStore
 	ade.DeviceSink
 	ade.DeviceLister
+	vpp.ServiceStore
+	ade.ProfileStore
+	ade.AssignmentStore
+	ade.Locker
 
 	// PutSetting stores one value as PutSettings does.
 	PutSetting(ctx context.Context, name string, value []byte) error
@@ -130,6 +136,12 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"ADETokens", testADETokens},
 		{"ADECursor", testADECursor},
 		{"ADEDevices", testADEDevices},
+		{"ADEProfiles", testADEProfiles},
+		{"ADEAssignmentRules", testADEAssignmentRules},
+		{"ADERecordAssignments", testADERecordAssignments},
+		{"ADEDeviceBySerial", testADEDeviceBySerial},
+		{"VPPUsers", testVPPUsers},
+		{"VPPPlans", testVPPPlans},
 		{"Ping", testPing},
 	}
 	for _, tc := range tests {
