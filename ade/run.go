@@ -53,6 +53,7 @@ func (s *Service) RunOnce(ctx context.Context) (ran bool, err error) {
 	if err != nil {
 		return true, err
 	}
+	s.warnExpiring(tokens) // expiry.go
 	var first error
 	for _, t := range tokens {
 		now := s.now()

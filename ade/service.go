@@ -52,6 +52,8 @@ type Service struct {
 	enrollURL string
 	// locker keeps periodic runs to one replica (run.go).
 	locker Locker
+	// rotation replaces the token key pair (keyrotation.go).
+	rotation KeyRotation
 
 	mu      sync.Mutex
 	clients map[string]*tokenClient
@@ -124,11 +126,7 @@ func (s *Service) CertificatePEM(ctx context.Context) ([]byte, error) {
 // the token when it answers; when it does not, the token is stored
 // unnamed, and the error shows at the first sync.
 func (s *Service) Import(ctx context.Context, p7m []byte) (Token, error) {
-	cert, key, err := s.keyPair(ctx)
-	if err != nil {
-		return Token{}, fmt.Errorf("loading ADE token key pair: %w", err)
-	}
-	st, err := ParseServerToken(p7m, cert, key)
+	st, cert, err := s.decrypt(ctx, p7m) // keyrotation.go
 	if err != nil {
 		return Token{}, err
 	}
@@ -136,7 +134,7 @@ func (s *Service) Import(ctx context.Context, p7m []byte) (Token, error) {
 	if st.Expired(now) {
 		return Token{}, fmt.Errorf("%w (it expired at %s)", ErrTokenExpired, st.AccessTokenExpiry.UTC().Format(time.RFC3339))
 	}
-	plain, err := json.Marshal(st)
+	plain, err := json.Marshal(sealedToken{ServerToken: st, CertSHA256: certFingerprint(cert)})
 	if err != nil {
 		return Token{}, fmt.Errorf("encoding ADE token: %w", err)
 	}
@@ -159,6 +157,9 @@ func (s *Service) Import(ctx context.Context, p7m []byte) (Token, error) {
 	}
 	s.logger.Info("ADE token imported", "token_id", stored.ID, "consumer_key", stored.ConsumerKey,
 		"server_name", stored.ServerName, "access_token_expiry", stored.AccessTokenExpiry)
+	if current, _, err := s.keyPair(ctx); err == nil && current.Equal(cert) {
+		s.forgetPreviousIfDone(ctx, cert)
+	}
 	return stored, nil
 }
 

@@ -27,6 +27,10 @@ type ADETokens interface {
 	// Sync brings one token's devices up to date now; storage.ErrNotFound
 	// for an unknown token.
 	Sync(ctx context.Context, id string) (ade.SyncResult, error)
+	// RotateCertificate makes a new key pair and returns its certificate;
+	// ade.ErrPreviousCertificateInUse unless force while the one before
+	// the last rotation may still be in use.
+	RotateCertificate(ctx context.Context, force bool) ([]byte, error)
 }
 
 // ADEDevices lists the devices Apple assigned to bramley's MDM servers;
@@ -101,7 +105,16 @@ func (a *API) uploadADEToken(w http.ResponseWriter, r *http.Request) error {
 
 // adeTokenList is the answer of GET /ade/tokens.
 type adeTokenList struct {
-	Tokens []ade.Token `json:"tokens"`
+	Tokens []adeTokenView `json:"tokens"`
+}
+
+// adeTokenView is a token with how soon it expires: expiring within
+// ade.ExpiryWarning, or expired, is an administrator's cue to download a
+// new one.
+type adeTokenView struct {
+	ade.Token
+	DaysLeft int  `json:"days_left"`
+	Expiring bool `json:"expiring"`
 }
 
 func (a *API) listADETokens(w http.ResponseWriter, r *http.Request) error {
@@ -112,10 +125,35 @@ func (a *API) listADETokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("listing ADE tokens: %w", err)
 	}
-	if tokens == nil {
-		tokens = []ade.Token{}
+	views := make([]adeTokenView, 0, len(tokens))
+	now := a.now()
+	for _, t := range tokens {
+		views = append(views, adeTokenView{Token: t, DaysLeft: t.DaysLeft(now), Expiring: t.Expiring(now)})
 	}
-	return writeJSON(w, http.StatusOK, adeTokenList{Tokens: tokens})
+	return writeJSON(w, http.StatusOK, adeTokenList{Tokens: views})
+}
+
+func (a *API) rotateADECertificate(w http.ResponseWriter, r *http.Request) error {
+	if a.adeTokens == nil {
+		return adeNotConfigured()
+	}
+	force, err := boolParam(r, "force")
+	if err != nil {
+		return err
+	}
+	pemBytes, err := a.adeTokens.RotateCertificate(r.Context(), force)
+	if errors.Is(err, ade.ErrPreviousCertificateInUse) {
+		return handler.Wrap(http.StatusConflict, err.Error(), err)
+	}
+	if err != nil {
+		return fmt.Errorf("rotating the ADE certificate: %w", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/x-pem-file")
+	h.Set("Content-Disposition", `attachment; filename="bramley-ade.pem"`)
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(pemBytes)
+	return nil
 }
 
 // adeSyncResult is the answer of POST /ade/tokens/{id}/sync.

@@ -124,6 +124,7 @@ func (a *API) routes() []route {
 		{pattern: "POST " + prefix + "/push", serve: a.pushMany},
 		{pattern: "GET " + prefix + "/identity-renewals", serve: a.listRenewals},
 		{pattern: "GET " + prefix + "/ade/certificate", serve: a.adeCertificate},
+		{pattern: "POST " + prefix + "/ade/certificate/rotate", serve: a.rotateADECertificate},
 		{pattern: "POST " + prefix + "/ade/tokens", serve: a.uploadADEToken},
 		{pattern: "GET " + prefix + "/ade/tokens", serve: a.listADETokens},
 		{pattern: "POST " + prefix + "/ade/tokens/{id}/sync", serve: a.syncADEToken},

@@ -150,7 +150,7 @@ func (d *LDAP) Authenticate(ctx context.Context, username, password string) (*en
 	}
 	dn := res.Entries[0].DN
 	if d.cfg.Group != "" {
-		in, err := d.inGroup(conn, dn, username)
+		in, err := d.inGroup(conn, d.cfg.Group, dn, username)
 		if err != nil {
 			return nil, handler.Wrap(http.StatusServiceUnavailable, errUnavailable, err)
 		}
@@ -170,16 +170,16 @@ func (d *LDAP) Authenticate(ctx context.Context, username, password string) (*en
 	return &enroll.User{Username: username}, nil
 }
 
-// inGroup reads the required group entry with a filter naming the person.
-func (d *LDAP) inGroup(conn *ldap.Conn, dn, username string) (bool, error) {
+// inGroup reads the group entry with a filter naming the person.
+func (d *LDAP) inGroup(conn *ldap.Conn, group, dn, username string) (bool, error) {
 	filter := fmt.Sprintf("(|(member=%[1]s)(uniqueMember=%[1]s)(memberUid=%[2]s))", ldap.EscapeFilter(dn), ldap.EscapeFilter(username))
-	res, err := conn.Search(ldap.NewSearchRequest(d.cfg.Group, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+	res, err := conn.Search(ldap.NewSearchRequest(group, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
 		1, int(d.cfg.Timeout/time.Second), false, filter, []string{"1.1"}, nil))
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
-		return false, fmt.Errorf("required group %q does not exist: %w", d.cfg.Group, err)
+		return false, fmt.Errorf("required group %q does not exist: %w", group, err)
 	}
 	if err != nil {
-		return false, fmt.Errorf("reading group %q: %w", d.cfg.Group, err)
+		return false, fmt.Errorf("reading group %q: %w", group, err)
 	}
 	return len(res.Entries) == 1, nil
 }

@@ -19,6 +19,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
@@ -278,12 +279,16 @@ func (s *Service) profile(ctx context.Context, topic string, ch scep.Challenge, 
 // enrollmentProfile builds the unsigned enrollment profile of profile
 // (OTA encrypts it before signing).
 func (s *Service) enrollmentProfile(ctx context.Context, topic string, ch scep.Challenge, ttl time.Duration) (*profile.Profile, error) {
+	// Root first, then the intermediate: the trust payloads a device needs
+	// for bramley's HTTPS chain (Chain is a new slice every call).
+	roots := s.ca.Chain()
+	slices.Reverse(roots)
 	opts := profile.EnrollmentOptions{
 		Identifier:   s.cfg.Identifier,
 		DisplayName:  "bramley enrollment",
 		Description:  "Enrolls this device in " + orDefault(s.cfg.Organization, "bramley") + " device management.",
 		Organization: s.cfg.Organization,
-		Roots:        []*x509.Certificate{s.ca.Certificate()},
+		Roots:        roots,
 		ServerURL:    s.cfg.PublicURL + "/mdm/connect",
 		CheckInURL:   s.cfg.PublicURL + "/mdm/checkin",
 		Topic:        topic,
@@ -345,7 +350,7 @@ func (s *Service) pkcs12Identity(ctx context.Context, ch scep.Challenge) ([]byte
 	// 3DES with SHA-1 key derivation: the PKCS#12 encryption every Apple
 	// OS version reads; the password is random and single-use, and the
 	// profile carrying both is meant for one device only.
-	p12, err := pkcs12.LegacyDES.Encode(key, cert, []*x509.Certificate{s.ca.Certificate()}, password)
+	p12, err := pkcs12.LegacyDES.Encode(key, cert, s.ca.Chain(), password)
 	if err != nil {
 		return nil, "", fmt.Errorf("encoding PKCS#12: %w", err)
 	}

@@ -465,8 +465,17 @@ func TestEnrollProfile(t *testing.T) {
 		if m["IdentityCertificateUUID"] != p.payload(t, "com.apple.security.scep")["PayloadUUID"] {
 			t.Fatal("the MDM payload's identity is not the SCEP payload")
 		}
-		if root, _ := p.payload(t, "com.apple.security.root")["PayloadContent"].([]byte); !bytes.Equal(root, ca.Certificate().Raw) {
-			t.Fatal("the root payload is not the CA certificate")
+		// The root, then the intermediate that issues identities and the
+		// server's certificate: what a device needs to trust bramley.
+		var roots [][]byte
+		for _, pl := range p.PayloadContent {
+			if pl["PayloadType"] == "com.apple.security.root" {
+				c, _ := pl["PayloadContent"].([]byte)
+				roots = append(roots, c)
+			}
+		}
+		if len(roots) != 2 || !bytes.Equal(roots[0], ca.Root().Raw) || !bytes.Equal(roots[1], ca.Certificate().Raw) {
+			t.Fatalf("%d root payloads, want the root CA then its intermediate", len(roots))
 		}
 	}
 	if n := h.store.challengeCount(); n != 2 {

@@ -124,7 +124,7 @@ type OTA struct {
 	store   OTAStore
 	users   Authenticator
 	apple   *pki.AppleDeviceVerifier
-	anchors []*x509.Certificate // bramley's CA, current and previous
+	anchors []*x509.Certificate // bramley's CA roots, current and previous
 	policy  OTAPolicy
 	limit   *SignInLimiter
 	maxBody int64
@@ -147,7 +147,7 @@ func WithOTAPreviousCAs(certs []*x509.Certificate) OTAOption {
 func (s *Service) NewOTA(store OTAStore, users Authenticator, apple *pki.AppleDeviceVerifier, opts ...OTAOption) *OTA {
 	o := &OTA{
 		s: s, store: store, users: users, apple: apple,
-		anchors: []*x509.Certificate{s.ca.Certificate()},
+		anchors: []*x509.Certificate{s.ca.Root()},
 		policy:  func(context.Context, string, OTAAttributes) error { return nil },
 		limit:   NewSignInLimiter(),
 		maxBody: 64 << 10,
@@ -237,7 +237,7 @@ func (o *OTA) enroll(w http.ResponseWriter, r *http.Request) error {
 	// Which POST: a signer from bramley's CA is the second, one from
 	// Apple's device CA the first; anything else is refused.
 	if _, err := msg.Signer.Verify(x509.VerifyOptions{
-		Roots: pool(o.anchors), Intermediates: pool(msg.Certificates), CurrentTime: now,
+		Roots: pool(o.anchors), Intermediates: pool(append(o.s.ca.Chain(), msg.Certificates...)), CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err == nil {
 		return o.phase3(w, r, msg)

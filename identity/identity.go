@@ -68,6 +68,14 @@ func WithClock(now func() time.Time) Option {
 	return func(v *Verifier) { v.now = now }
 }
 
+// WithIntermediates adds CA certificates that may link a device's
+// certificate to an anchor when the device sends none: over mutual TLS
+// devices usually send their identity alone, without bramley's
+// intermediate.
+func WithIntermediates(certs ...*x509.Certificate) Option {
+	return func(v *Verifier) { v.intermediates = append(v.intermediates, certs...) }
+}
+
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option {
 	return func(v *Verifier) { v.logger = l }
@@ -75,10 +83,11 @@ func WithLogger(l *slog.Logger) Option {
 
 // Verifier extracts and verifies device identities.
 type Verifier struct {
-	roots       *x509.CertPool
-	proxyHeader string
-	now         func() time.Time
-	logger      *slog.Logger
+	roots         *x509.CertPool
+	intermediates []*x509.Certificate
+	proxyHeader   string
+	now           func() time.Time
+	logger        *slog.Logger
 
 	// verified caches chain verification by certificate hash, so a device's
 	// hundredth check-in does not redo its first one's work.
@@ -181,9 +190,12 @@ func (v *Verifier) verifyChain(cert *x509.Certificate, intermediates []*x509.Cer
 		return nil
 	}
 	var pool *x509.CertPool
-	if len(intermediates) > 0 {
+	if len(intermediates)+len(v.intermediates) > 0 {
 		pool = x509.NewCertPool()
 		for _, c := range intermediates {
+			pool.AddCert(c)
+		}
+		for _, c := range v.intermediates {
 			pool.AddCert(c)
 		}
 	}

@@ -17,23 +17,31 @@ import (
 	"github.com/bramley-mdm/bramley/storage"
 )
 
-// Setting names under which the CA lives, shared by every replica.
+// Setting names under which the CA lives, shared by every replica: the root
+// (the trust anchor) and the intermediate under it that issues everything.
 const (
-	SettingCACert = "ca.cert" // PEM certificate
-	SettingCAKey  = "ca.key"  // PKCS#8 DER, sealed
+	SettingCACert             = "ca.cert"              // root, PEM certificate
+	SettingCAKey              = "ca.key"               // root, PKCS#8 DER, sealed
+	SettingCAIntermediateCert = "ca.intermediate.cert" // PEM certificate
+	SettingCAIntermediateKey  = "ca.intermediate.key"  // PKCS#8 DER, sealed
 )
 
 const (
-	caCommonName = "bramley device CA"
-	caLifetime   = 10 * 365 * 24 * time.Hour
+	caCommonName           = "bramley device CA"
+	caLifetime             = 10 * 365 * 24 * time.Hour
+	intermediateCommonName = "bramley device issuing CA"
+	intermediateLifetime   = 5 * 365 * 24 * time.Hour
 	// backdate allows for devices whose clocks run a little behind ours.
 	backdate = time.Minute
 )
 
-// CA is bramley's certificate authority for device identities.
+// CA is bramley's certificate authority for device identities: a root, the
+// trust anchor, and an intermediate under it that issues every certificate.
+// A CA made from one certificate (NewCAFromKeyPair) is its own root.
 type CA struct {
-	cert  *x509.Certificate
-	key   crypto.Signer
+	cert  *x509.Certificate // the issuing certificate
+	key   crypto.Signer     // its key
+	root  *x509.Certificate // cert itself for a one-level CA
 	now   func() time.Time
 	certs CertificateStore
 }
@@ -48,8 +56,11 @@ func WithCertificateStore(s CertificateStore) CAOption {
 }
 
 // LoadOrCreateCA returns the CA kept in settings, creating it on first
-// start. The root is RSA because Apple devices encrypt SCEP requests to the
-// CA's key and support nothing else there.
+// start. The intermediate is RSA because Apple devices encrypt SCEP requests
+// to the key of the certificate GetCACert returns and support nothing else
+// there; the root is RSA too. A database from before there was an
+// intermediate (a root alone) gets one under its root, which stays the
+// anchor, so identities the root issued itself keep verifying.
 //
 // Replicas may start at once against one empty database. The key is created
 // first and the value CreateSetting returns is used, so every replica ends up
@@ -78,11 +89,83 @@ func LoadOrCreateCA(ctx context.Context, store SettingStore, sealer *Sealer, now
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
 		return nil, errors.New("CA certificate does not match the CA key in settings")
 	}
-	ca := &CA{cert: cert, key: key, now: now}
+	icert, ikey, err := loadOrCreateIntermediate(ctx, store, sealer, cert, key, now)
+	if err != nil {
+		return nil, err
+	}
+	ca := &CA{cert: icert, key: ikey, root: cert, now: now}
 	for _, o := range opts {
 		o(ca)
 	}
 	return ca, nil
+}
+
+// loadOrCreateIntermediate returns the intermediate kept in settings,
+// creating it under root like LoadOrCreateCA creates the root: key first,
+// then a certificate for whichever key won.
+func loadOrCreateIntermediate(ctx context.Context, store SettingStore, sealer *Sealer, root *x509.Certificate, rootKey crypto.Signer, now func() time.Time) (*x509.Certificate, crypto.Signer, error) {
+	key, err := loadOrCreateSealedKey(ctx, store, sealer, SettingCAIntermediateKey, func() (crypto.Signer, error) {
+		return rsa.GenerateKey(rand.Reader, 2048)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM, err := store.Setting(ctx, SettingCAIntermediateCert)
+	if errors.Is(err, storage.ErrNotFound) {
+		var cert *x509.Certificate
+		cert, err = newIntermediateCertificate(root, rootKey, key.Public(), now())
+		if err != nil {
+			return nil, nil, err
+		}
+		certPEM, err = store.CreateSetting(ctx, SettingCAIntermediateCert, EncodeCertificatePEM(cert))
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading intermediate CA certificate: %w", err)
+	}
+	cert, err := ParseCertificatePEM(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing intermediate CA certificate: %w", err)
+	}
+	if !publicKeysEqual(cert.PublicKey, key.Public()) {
+		return nil, nil, errors.New("intermediate CA certificate does not match the intermediate key in settings")
+	}
+	if err := cert.CheckSignatureFrom(root); err != nil {
+		return nil, nil, fmt.Errorf("intermediate CA certificate was not issued by the root CA in settings: %w", err)
+	}
+	return cert, key, nil
+}
+
+// newIntermediateCertificate issues the intermediate for pub under root:
+// path length 0, since it only issues end-entity certificates, and key
+// encipherment, since SCEP requests are encrypted to it.
+func newIntermediateCertificate(root *x509.Certificate, rootKey crypto.Signer, pub crypto.PublicKey, now time.Time) (*x509.Certificate, error) {
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: intermediateCommonName},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(intermediateLifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+	}
+	if tmpl.NotAfter.After(root.NotAfter) {
+		tmpl.NotAfter = root.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, pub, rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("creating intermediate CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("creating intermediate CA certificate: %w", err)
+	}
+	return cert, nil
 }
 
 // NewCAFromKeyPair returns a CA for an existing certificate and key: an
@@ -103,7 +186,7 @@ func NewCAFromKeyPair(cert *x509.Certificate, key crypto.Signer, now func() time
 	if now == nil {
 		now = time.Now
 	}
-	ca := &CA{cert: cert, key: key, now: now}
+	ca := &CA{cert: cert, key: key, root: cert, now: now}
 	for _, o := range opts {
 		o(ca)
 	}
@@ -172,11 +255,27 @@ func newCACertificate(key crypto.Signer, now time.Time) ([]byte, error) {
 	return EncodeCertificatePEM(cert), nil
 }
 
-// Certificate returns the CA certificate: the trust anchor for device
-// identities, and what the enrollment profile's root payload carries.
+// Certificate returns the issuing certificate (the intermediate): what
+// GetCACert offers to encrypt SCEP requests to and what signs CertReps.
+// Root is the trust anchor.
 func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 
-// Signer returns the CA's private key, for SCEP decryption and CMS.
+// Root returns the root certificate: the trust anchor for device identities
+// and for bramley's generated HTTPS certificate.
+func (ca *CA) Root() *x509.Certificate { return ca.root }
+
+// Chain returns the issuing certificate and, if it is not the root, the
+// root: what a certificate the CA issues needs in order to be verified, and
+// what the enrollment profile's trust payloads carry.
+func (ca *CA) Chain() []*x509.Certificate {
+	if ca.root == nil || ca.root.Equal(ca.cert) {
+		return []*x509.Certificate{ca.cert}
+	}
+	return []*x509.Certificate{ca.cert, ca.root}
+}
+
+// Signer returns the issuing certificate's private key, for SCEP
+// decryption and CMS.
 func (ca *CA) Signer() crypto.Signer { return ca.key }
 
 // IssueClient issues a client-authentication identity certificate for pub,

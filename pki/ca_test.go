@@ -52,7 +52,7 @@ func TestLoadOrCreateCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := ca.Certificate()
+	cert := ca.Root()
 	if cert.Subject.CommonName != "bramley device CA" {
 		t.Errorf("CN = %q", cert.Subject.CommonName)
 	}
@@ -74,7 +74,33 @@ func TestLoadOrCreateCA(t *testing.T) {
 		t.Errorf("CA key is %T, want RSA-2048 (Apple's SCEP encrypts to it)", ca.Signer())
 	}
 
-	sealedKey, err := store.Setting(ctx, SettingCAKey)
+	// The intermediate issues: RSA-2048, five years, path length 0, and
+	// key encipherment for the SCEP envelopes devices encrypt to it.
+	inter := ca.Certificate()
+	if inter.Equal(cert) || inter.Subject.CommonName != intermediateCommonName {
+		t.Errorf("intermediate CN = %q", inter.Subject.CommonName)
+	}
+	if !inter.IsCA || inter.MaxPathLen != 0 || !inter.MaxPathLenZero {
+		t.Errorf("intermediate: CA %v, path length %d (zero %v), want a CA with path length 0", inter.IsCA, inter.MaxPathLen, inter.MaxPathLenZero)
+	}
+	wantIKU := wantKU | x509.KeyUsageKeyEncipherment
+	if inter.KeyUsage != wantIKU {
+		t.Errorf("intermediate KeyUsage = %b, want %b", inter.KeyUsage, wantIKU)
+	}
+	if got := inter.NotAfter.Sub(now); got < 1824*24*time.Hour || got > 1826*24*time.Hour {
+		t.Errorf("intermediate lifetime %v, want 5 years", got)
+	}
+	if err := inter.CheckSignatureFrom(cert); err != nil {
+		t.Errorf("intermediate not issued by the root: %v", err)
+	}
+	if !publicKeysEqual(inter.PublicKey, rsaKey.Public()) {
+		t.Error("the CA signs with a key other than the intermediate's")
+	}
+	if chain := ca.Chain(); len(chain) != 2 || !chain[0].Equal(inter) || !chain[1].Equal(cert) {
+		t.Errorf("Chain = %d certificates, want the intermediate then the root", len(chain))
+	}
+
+	sealedKey, err := store.Setting(ctx, SettingCAIntermediateKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +113,7 @@ func TestLoadOrCreateCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !again.Certificate().Equal(cert) {
+	if !again.Root().Equal(cert) || !again.Certificate().Equal(inter) {
 		t.Error("reload gave another certificate")
 	}
 	if !again.Signer().Public().(*rsa.PublicKey).Equal(ca.Signer().Public()) {
@@ -118,8 +144,11 @@ func TestLoadOrCreateCAConcurrent(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("replica %d: %v", i, errs[i])
 		}
-		if !cas[i].Certificate().Equal(cas[0].Certificate()) {
+		if !cas[i].Root().Equal(cas[0].Root()) {
 			t.Errorf("replica %d has another CA certificate", i)
+		}
+		if !cas[i].Certificate().Equal(cas[0].Certificate()) {
+			t.Errorf("replica %d has another intermediate certificate", i)
 		}
 		if !cas[i].Signer().Public().(*rsa.PublicKey).Equal(cas[0].Signer().Public()) {
 			t.Errorf("replica %d has another CA key", i)
@@ -153,9 +182,57 @@ func TestLoadOrCreateCAMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := testCA(t)
-	store.m[SettingCACert] = EncodeCertificatePEM(other.Certificate())
+	saved := store.m[SettingCACert]
+	store.m[SettingCACert] = EncodeCertificatePEM(other.Root())
 	if _, err := LoadOrCreateCA(ctx, store, sealer, time.Now); err == nil {
 		t.Error("accepted a CA certificate that does not match the key")
+	}
+	store.m[SettingCACert] = saved
+	store.m[SettingCAIntermediateCert] = EncodeCertificatePEM(other.Certificate())
+	if _, err := LoadOrCreateCA(ctx, store, sealer, time.Now); err == nil {
+		t.Error("accepted an intermediate certificate that does not match the key")
+	}
+}
+
+// A database from before the intermediate holds a root alone, which issued
+// identities itself. Starting on it adds an intermediate under that root,
+// and the root stays the anchor for the old identities and the new.
+func TestLoadOrCreateCAUpgradesRootOnly(t *testing.T) {
+	ctx := context.Background()
+	store, sealer := newMemSettings(), testSealer(t)
+	rootKey := rsaTestKey(t)
+	rootPEM, err := newCACertificate(rootKey, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := ParseCertificatePEM(rootPEM)
+	der, _ := x509.MarshalPKCS8PrivateKey(rootKey)
+	sealed, _ := sealer.Seal(der)
+	store.m[SettingCACert], store.m[SettingCAKey] = rootPEM, sealed
+	old, err := NewCAFromKeyPair(root, rootKey, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID, _ := testClient(t, old)
+
+	ca, err := LoadOrCreateCA(ctx, store, sealer, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ca.Root().Equal(root) {
+		t.Fatal("the root changed")
+	}
+	if ca.Certificate().Equal(root) || ca.Certificate().CheckSignatureFrom(root) != nil {
+		t.Fatal("no intermediate under the existing root")
+	}
+	if _, err := store.Setting(ctx, SettingCAIntermediateCert); err != nil {
+		t.Fatalf("intermediate not stored: %v", err)
+	}
+	newID, _ := testClient(t, ca)
+	for name, id := range map[string]*x509.Certificate{"old identity": oldID, "new identity": newID} {
+		if err := verifyChain(id, []*x509.Certificate{ca.Root()}, time.Now(), ca.Certificate()); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 
@@ -201,19 +278,26 @@ func TestIssueClient(t *testing.T) {
 		t.Errorf("record = %+v", rec)
 	}
 
+	// leaf → intermediate → root, as openssl sees it: the root as the
+	// only anchor, the intermediate only as a link.
 	dir := t.TempDir()
-	writePEM(t, filepath.Join(dir, "ca.pem"), EncodeCertificatePEM(ca.Certificate()))
+	writePEM(t, filepath.Join(dir, "root.pem"), EncodeCertificatePEM(ca.Root()))
+	writePEM(t, filepath.Join(dir, "intermediate.pem"), EncodeCertificatePEM(ca.Certificate()))
 	writePEM(t, filepath.Join(dir, "cert.pem"), EncodeCertificatePEM(cert))
-	out, err := exec.Command("openssl", "verify", "-purpose", "sslclient",
-		"-CAfile", filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem")).CombinedOutput()
+	out, err := exec.Command("openssl", "verify", "-purpose", "sslclient", "-CAfile", filepath.Join(dir, "root.pem"),
+		"-untrusted", filepath.Join(dir, "intermediate.pem"), filepath.Join(dir, "cert.pem")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl verify: %v\n%s", err, out)
 	}
+	out, err = exec.Command("openssl", "verify", "-CAfile", filepath.Join(dir, "root.pem"), filepath.Join(dir, "cert.pem")).CombinedOutput()
+	if err == nil {
+		t.Errorf("openssl verified the certificate without its intermediate:\n%s", out)
+	}
 
 	other := testCA(t)
-	writePEM(t, filepath.Join(dir, "other.pem"), EncodeCertificatePEM(other.Certificate()))
-	out, err = exec.Command("openssl", "verify",
-		"-CAfile", filepath.Join(dir, "other.pem"), filepath.Join(dir, "cert.pem")).CombinedOutput()
+	writePEM(t, filepath.Join(dir, "other.pem"), EncodeCertificatePEM(other.Root()))
+	out, err = exec.Command("openssl", "verify", "-CAfile", filepath.Join(dir, "other.pem"),
+		"-untrusted", filepath.Join(dir, "intermediate.pem"), filepath.Join(dir, "cert.pem")).CombinedOutput()
 	if err == nil {
 		t.Errorf("openssl verified the certificate against another CA:\n%s", out)
 	}

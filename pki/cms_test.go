@@ -36,7 +36,8 @@ func TestSignDetached(t *testing.T) {
 
 	dir := t.TempDir()
 	caFile, sigFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "sig.der")
-	writePEM(t, caFile, EncodeCertificatePEM(ca.Certificate()))
+	// The identity's issuer is the intermediate, which needs its root.
+	writePEM(t, caFile, append(EncodeCertificatePEM(ca.Root()), EncodeCertificatePEM(ca.Certificate())...))
 	writePEM(t, sigFile, der)
 	verify := func(content []byte) ([]byte, error) {
 		contentFile := filepath.Join(dir, "body")

@@ -19,9 +19,11 @@ import (
 
 // SettingCAPrevious holds the certificates of the CAs bramley used before
 // the current one, as a PEM bundle, newest first. `bramley ca rotate` and
-// `bramley ca import` move the current certificate here, so that device
-// identities it issued keep verifying until the devices renew them. The old
-// keys are not kept: nothing is ever issued from an old CA again.
+// `bramley ca import` move the current root and intermediate here, so that
+// device identities they issued keep verifying until the devices renew
+// them: devices present their identity without its intermediate, so the old
+// intermediate is kept as an anchor beside its root. The old keys are not
+// kept: nothing is ever issued from an old CA again.
 const SettingCAPrevious = "ca.previous"
 
 // SettingWriter replaces settings, which SettingStore never does.
@@ -44,20 +46,21 @@ type CAStore interface {
 }
 
 // ImportCA makes an existing CA (an operator's own, given as certificate
-// and key) bramley's CA: the key is sealed and both are stored where
-// LoadOrCreateCA reads them, and the certificate of the CA they replace
-// joins the previous CAs (see PreviousCAs). Servers pick the new CA up when
-// they next start.
+// and key) bramley's root CA: the key is sealed and both are stored where
+// LoadOrCreateCA reads them, with a fresh intermediate under it that does
+// the issuing, and the root certificate of the CA they replace joins the
+// previous CAs (see PreviousCAs). Servers pick the new CA up when they next
+// start.
 //
 // The certificate must be a CA certificate for key, valid now, allowed to
-// sign certificates, and RSA: Apple devices encrypt SCEP requests to the
-// CA's key and only with RSA.
+// sign certificates and to have an intermediate under it (no path length
+// 0), and RSA, as its intermediate is: Apple devices encrypt SCEP requests
+// to the CA's key and only with RSA.
 func ImportCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Certificate, key crypto.Signer, now func() time.Time) (*CA, error) {
 	if now == nil {
 		now = time.Now
 	}
-	ca, err := NewCAFromKeyPair(cert, key, now)
-	if err != nil {
+	if _, err := NewCAFromKeyPair(cert, key, now); err != nil {
 		return nil, err
 	}
 	if _, ok := key.(*rsa.PrivateKey); !ok {
@@ -66,6 +69,9 @@ func ImportCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Cer
 	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, errors.New("the CA certificate's key usage does not allow signing certificates (keyCertSign)")
 	}
+	if cert.MaxPathLen == 0 && cert.MaxPathLenZero {
+		return nil, errors.New("the CA certificate's path length constraint is 0: bramley issues from an intermediate CA under it, which that forbids")
+	}
 	t := now()
 	if t.Before(cert.NotBefore) {
 		return nil, fmt.Errorf("the CA certificate is not valid until %s", cert.NotBefore.UTC().Format(time.RFC3339))
@@ -73,14 +79,11 @@ func ImportCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Cer
 	if !t.Before(cert.NotAfter) {
 		return nil, fmt.Errorf("the CA certificate expired %s", cert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if err := replaceCA(ctx, store, sealer, cert, key, t); err != nil {
-		return nil, err
-	}
-	return ca, nil
+	return replaceCA(ctx, store, sealer, cert, key, now)
 }
 
-// RotateCA replaces bramley's CA with a new one like the one
-// LoadOrCreateCA creates on first start. The old certificate joins the
+// RotateCA replaces bramley's CA with a new root and intermediate like the
+// ones LoadOrCreateCA creates on first start. The old root joins the
 // previous CAs, so identities it issued still verify until they renew;
 // servers pick the new CA up when they next start.
 func RotateCA(ctx context.Context, store CAStore, sealer *Sealer, now func() time.Time) (*CA, error) {
@@ -104,10 +107,7 @@ func RotateCA(ctx context.Context, store CAStore, sealer *Sealer, now func() tim
 	if err != nil {
 		return nil, fmt.Errorf("parsing new CA certificate: %w", err)
 	}
-	if err := replaceCA(ctx, store, sealer, cert, key, now()); err != nil {
-		return nil, err
-	}
-	return NewCAFromKeyPair(cert, key, now)
+	return replaceCA(ctx, store, sealer, cert, key, now)
 }
 
 // PreviousCAs returns the certificates of the CAs bramley used before the
@@ -131,9 +131,31 @@ func PreviousCAs(ctx context.Context, store SettingStore) ([]*x509.Certificate, 
 	return certs, nil
 }
 
-// replaceCA stores cert and key as the CA and the current certificate as
-// the newest previous one, in one PutSettings.
-func replaceCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Certificate, key crypto.Signer, now time.Time) error {
+// replaceCA stores cert and key as the root CA, with a new intermediate
+// under it, and the current root and intermediate as the newest previous ones, in
+// one PutSettings; it returns the new CA.
+func replaceCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Certificate, key crypto.Signer, clock func() time.Time) (*CA, error) {
+	now := clock()
+	ikey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("generating intermediate CA key: %w", err)
+	}
+	icert, err := newIntermediateCertificate(cert, key, ikey.Public(), now)
+	if err != nil {
+		return nil, err
+	}
+	if err := replaceCASettings(ctx, store, sealer, cert, key, icert, ikey, now); err != nil {
+		return nil, err
+	}
+	ca, err := NewCAFromKeyPair(icert, ikey, clock)
+	if err != nil {
+		return nil, err
+	}
+	ca.root = cert
+	return ca, nil
+}
+
+func replaceCASettings(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Certificate, key crypto.Signer, icert *x509.Certificate, ikey crypto.Signer, now time.Time) error {
 	// Sealing the new key with a secret key other than the servers' would
 	// leave them unable to start, so the secret key must first prove itself
 	// on the key it replaces.
@@ -147,15 +169,19 @@ func replaceCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Ce
 		return fmt.Errorf("reading CA key: %w", err)
 	}
 
-	var current *x509.Certificate
-	currentPEM, err := store.Setting(ctx, SettingCACert)
-	switch {
-	case err == nil:
-		if current, err = ParseCertificatePEM(currentPEM); err != nil {
-			return fmt.Errorf("parsing current CA certificate: %w", err)
+	var current []*x509.Certificate
+	for _, name := range []string{SettingCACert, SettingCAIntermediateCert} {
+		currentPEM, err := store.Setting(ctx, name)
+		switch {
+		case err == nil:
+			c, err := ParseCertificatePEM(currentPEM)
+			if err != nil {
+				return fmt.Errorf("parsing current %s: %w", name, err)
+			}
+			current = append(current, c)
+		case !errors.Is(err, storage.ErrNotFound):
+			return fmt.Errorf("reading %s: %w", name, err)
 		}
-	case !errors.Is(err, storage.ErrNotFound):
-		return fmt.Errorf("reading CA certificate: %w", err)
 	}
 	previous, err := PreviousCAs(ctx, store)
 	if err != nil {
@@ -167,10 +193,7 @@ func replaceCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Ce
 	// cannot outlive the CA that issued it, so those verify nothing.
 	var bundle bytes.Buffer
 	var kept []*x509.Certificate
-	candidates := previous
-	if current != nil {
-		candidates = append([]*x509.Certificate{current}, previous...)
-	}
+	candidates := append(current, previous...)
 	for _, c := range candidates {
 		if c.Equal(cert) || !now.Before(c.NotAfter) || slices.ContainsFunc(kept, c.Equal) {
 			continue
@@ -179,22 +202,36 @@ func replaceCA(ctx context.Context, store CAStore, sealer *Sealer, cert *x509.Ce
 		bundle.Write(EncodeCertificatePEM(c))
 	}
 
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	sealedKey, err := sealKey(sealer, key)
 	if err != nil {
-		return fmt.Errorf("encoding CA key: %w", err)
+		return fmt.Errorf("CA key: %w", err)
 	}
-	sealedKey, err := sealer.Seal(der)
+	sealedIKey, err := sealKey(sealer, ikey)
 	if err != nil {
-		return fmt.Errorf("sealing CA key: %w", err)
+		return fmt.Errorf("intermediate CA key: %w", err)
 	}
 	if err := store.PutSettings(ctx, map[string][]byte{
-		SettingCAKey:      sealedKey,
-		SettingCACert:     EncodeCertificatePEM(cert),
-		SettingCAPrevious: bundle.Bytes(),
+		SettingCAKey:              sealedKey,
+		SettingCACert:             EncodeCertificatePEM(cert),
+		SettingCAIntermediateKey:  sealedIKey,
+		SettingCAIntermediateCert: EncodeCertificatePEM(icert),
+		SettingCAPrevious:         bundle.Bytes(),
 	}); err != nil {
 		return fmt.Errorf("storing CA: %w", err)
 	}
 	return nil
+}
+
+func sealKey(sealer *Sealer, key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encoding: %w", err)
+	}
+	sealed, err := sealer.Seal(der)
+	if err != nil {
+		return nil, fmt.Errorf("sealing: %w", err)
+	}
+	return sealed, nil
 }
 
 // KeyDescription names a public key's algorithm and size, such as "RSA 2048"

@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,13 +42,17 @@ func (s *memCAStore) PutSettings(_ context.Context, values map[string][]byte) er
 	return nil
 }
 
-// verifyChain checks that leaf chains to one of anchors at now.
-func verifyChain(leaf *x509.Certificate, anchors []*x509.Certificate, now time.Time) error {
-	roots := x509.NewCertPool()
+// verifyChain checks that leaf chains to one of anchors at now, through
+// intermediates if need be.
+func verifyChain(leaf *x509.Certificate, anchors []*x509.Certificate, now time.Time, intermediates ...*x509.Certificate) error {
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
 	for _, c := range anchors {
 		roots.AddCert(c)
 	}
-	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	for _, c := range intermediates {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return err
 }
 
@@ -70,11 +75,11 @@ func TestRotateCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rotated.Certificate().Equal(old.Certificate()) || publicKeysEqual(rotated.Certificate().PublicKey, old.Certificate().PublicKey) {
+	if rotated.Root().Equal(old.Root()) || publicKeysEqual(rotated.Root().PublicKey, old.Root().PublicKey) {
 		t.Fatal("rotation kept the old certificate or key")
 	}
 	// Same shape as the CA of a first start.
-	c := rotated.Certificate()
+	c := rotated.Root()
 	if c.Subject.CommonName != caCommonName || !c.IsCA || KeyDescription(c.PublicKey) != "RSA 2048" {
 		t.Errorf("rotated CA: CN %q, CA %v, key %s", c.Subject.CommonName, c.IsCA, KeyDescription(c.PublicKey))
 	}
@@ -84,28 +89,31 @@ func TestRotateCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !loaded.Certificate().Equal(rotated.Certificate()) {
+	if !loaded.Root().Equal(rotated.Root()) {
 		t.Fatal("LoadOrCreateCA does not load the rotated CA")
 	}
 	previous, err := PreviousCAs(ctx, store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(previous) != 1 || !previous[0].Equal(old.Certificate()) {
-		t.Fatalf("previous CAs = %d certificates, want the old CA", len(previous))
+	if len(previous) != 2 || !previous[0].Equal(old.Root()) || !previous[1].Equal(old.Certificate()) {
+		t.Fatalf("previous CAs = %d certificates, want the old root and intermediate", len(previous))
+	}
+	if !rotated.Certificate().Equal(loaded.Certificate()) || rotated.Certificate().CheckSignatureFrom(rotated.Root()) != nil {
+		t.Error("the rotated intermediate is not loaded, or not issued by the rotated root")
 	}
 
 	// The old CA's identity verifies with the previous CAs as anchors, and
 	// only with them; the new CA issues identities that verify too.
-	if err := verifyChain(issued, []*x509.Certificate{loaded.Certificate()}, now); err == nil {
+	if err := verifyChain(issued, []*x509.Certificate{loaded.Root()}, now, loaded.Certificate()); err == nil {
 		t.Error("an identity of the old CA verifies against the new CA alone")
 	}
-	anchors := append([]*x509.Certificate{loaded.Certificate()}, previous...)
+	anchors := append([]*x509.Certificate{loaded.Root()}, previous...)
 	if err := verifyChain(issued, anchors, now); err != nil {
 		t.Errorf("an identity of the old CA no longer verifies: %v", err)
 	}
 	fresh, _ := testClient(t, loaded)
-	if err := verifyChain(fresh, anchors, now); err != nil {
+	if err := verifyChain(fresh, anchors, now, loaded.Certificate()); err != nil {
 		t.Errorf("an identity of the new CA does not verify: %v", err)
 	}
 
@@ -117,7 +125,7 @@ func TestRotateCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(previous) != 2 || !previous[0].Equal(rotated.Certificate()) || !previous[1].Equal(old.Certificate()) {
+	if len(previous) != 4 || !previous[0].Equal(rotated.Root()) || !previous[2].Equal(old.Root()) {
 		t.Fatalf("after two rotations previous CAs = %d certificates, want the first rotated CA then the original", len(previous))
 	}
 }
@@ -133,7 +141,7 @@ func TestRotateCARefusesAnotherSecretKey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "secret key does not open the current CA key") {
 		t.Fatalf("rotating with another secret key: err = %v", err)
 	}
-	if cert, _ := store.Setting(ctx, SettingCACert); !bytes.Equal(cert, EncodeCertificatePEM(old.Certificate())) {
+	if cert, _ := store.Setting(ctx, SettingCACert); !bytes.Equal(cert, EncodeCertificatePEM(old.Root())) {
 		t.Error("a refused rotation changed the CA")
 	}
 }
@@ -166,8 +174,11 @@ func TestImportCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !loaded.Certificate().Equal(first) {
+	if !loaded.Root().Equal(first) {
 		t.Fatal("LoadOrCreateCA does not load the imported CA")
+	}
+	if err := loaded.Certificate().CheckSignatureFrom(first); err != nil {
+		t.Fatalf("the intermediate is not issued by the imported CA: %v", err)
 	}
 	if previous, err := PreviousCAs(ctx, store); err != nil || len(previous) != 0 {
 		t.Fatalf("previous CAs after the first import: %d, %v", len(previous), err)
@@ -181,26 +192,27 @@ func TestImportCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ca.Certificate().Equal(second) {
+	if !ca.Root().Equal(second) {
 		t.Error("ImportCA returned another CA")
 	}
 	previous, err := PreviousCAs(ctx, store)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(previous) != 1 || !previous[0].Equal(first) {
-		t.Fatalf("previous CAs = %d certificates, want the first import", len(previous))
+	if len(previous) != 2 || !previous[0].Equal(first) || !previous[1].Equal(loaded.Certificate()) {
+		t.Fatalf("previous CAs = %d certificates, want the first import and its intermediate", len(previous))
 	}
 	if err := verifyChain(issued, append([]*x509.Certificate{second}, previous...), now); err != nil {
 		t.Errorf("an identity of the replaced CA no longer verifies: %v", err)
 	}
 
-	// The same CA again changes nothing.
+	// The same CA again stays the root, not a previous CA; the
+	// intermediate it replaces joins them.
 	if _, err := ImportCA(ctx, store, sealer, second, secondKey, clock); err != nil {
 		t.Fatal(err)
 	}
-	if previous, _ := PreviousCAs(ctx, store); len(previous) != 1 {
-		t.Errorf("importing the current CA again: %d previous CAs, want 1", len(previous))
+	if previous, _ := PreviousCAs(ctx, store); len(previous) != 3 || slices.ContainsFunc(previous, second.Equal) {
+		t.Errorf("importing the current CA again: %d previous CAs, want 3 without it", len(previous))
 	}
 
 	// Going back to the first CA makes it current and no longer previous.
@@ -208,8 +220,8 @@ func TestImportCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	previous, _ = PreviousCAs(ctx, store)
-	if len(previous) != 1 || !previous[0].Equal(second) {
-		t.Errorf("after going back: previous CAs = %d, want only the second", len(previous))
+	if len(previous) == 0 || !previous[0].Equal(second) || slices.ContainsFunc(previous, first.Equal) {
+		t.Errorf("after going back: previous CAs = %d, want the second first and not the first", len(previous))
 	}
 }
 
@@ -237,12 +249,12 @@ func TestImportCADropsExpiredPrevious(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range previous {
-		if c.Equal(short) {
-			t.Error("an expired CA stayed among the previous CAs")
+		if c.Equal(short) || c.CheckSignatureFrom(short) == nil {
+			t.Error("an expired CA or its intermediate stayed among the previous CAs")
 		}
 	}
-	if len(previous) != 1 {
-		t.Errorf("%d previous CAs, want 1", len(previous))
+	if len(previous) != 2 {
+		t.Errorf("%d previous CAs, want 2 (the second root and its intermediate)", len(previous))
 	}
 }
 
@@ -265,6 +277,7 @@ func TestImportCARefuses(t *testing.T) {
 		{"expired", caCert(t, key, "old", now.AddDate(-2, 0, 0), now.AddDate(-1, 0, 0), x509.KeyUsageCertSign), key, "expired"},
 		{"not yet valid", caCert(t, key, "new", now.AddDate(0, 1, 0), now.AddDate(1, 0, 0), x509.KeyUsageCertSign), key, "not valid until"},
 		{"no keyCertSign", caCert(t, key, "sig", now.Add(-time.Hour), now.AddDate(1, 0, 0), x509.KeyUsageDigitalSignature), key, "keyCertSign"},
+		{"path length 0", caCert(t, key, "pathlen0", now.Add(-time.Hour), now.AddDate(1, 0, 0), x509.KeyUsageCertSign, func(c *x509.Certificate) { c.MaxPathLenZero = true }), key, "path length"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,7 +330,7 @@ func rsaTestKey(t *testing.T) *rsa.PrivateKey {
 }
 
 // caCert returns a self-signed CA certificate for key.
-func caCert(t *testing.T, key crypto.Signer, cn string, notBefore, notAfter time.Time, usage x509.KeyUsage) *x509.Certificate {
+func caCert(t *testing.T, key crypto.Signer, cn string, notBefore, notAfter time.Time, usage x509.KeyUsage, edit ...func(*x509.Certificate)) *x509.Certificate {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
@@ -327,6 +340,9 @@ func caCert(t *testing.T, key crypto.Signer, cn string, notBefore, notAfter time
 		KeyUsage:              usage,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+	}
+	for _, e := range edit {
+		e(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {

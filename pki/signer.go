@@ -21,11 +21,12 @@ const SettingSignerKey = "signer.key"
 const signerLifetime = 365 * 24 * time.Hour
 
 // Signer is the identity bramley signs profiles with: a certificate issued
-// by its CA, so a device that trusts the CA root shows them as verified.
+// by its CA's intermediate, so a device that trusts the CA root shows them as
+// verified.
 type Signer struct {
 	Cert  *x509.Certificate
 	Key   crypto.Signer
-	Chain []*x509.Certificate // up to the CA certificate
+	Chain []*x509.Certificate // the intermediate and the root (ca.Chain)
 }
 
 // LoadOrCreateSigner returns the profile-signing identity. Its key is
@@ -50,5 +51,5 @@ func LoadOrCreateSigner(ctx context.Context, store SettingStore, sealer *Sealer,
 	if err != nil {
 		return nil, fmt.Errorf("issuing profile-signing certificate: %w", err)
 	}
-	return &Signer{Cert: cert, Key: key, Chain: []*x509.Certificate{ca.cert}}, nil
+	return &Signer{Cert: cert, Key: key, Chain: ca.Chain()}, nil
 }

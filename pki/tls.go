@@ -26,12 +26,13 @@ const (
 
 // LoadOrCreateServerCert returns the HTTPS certificate bramley generates for
 // itself when the operator gives none: <dataDir>/tls/server.pem and
-// server.key, signed by the CA (which devices trust through the enrollment
-// profile). The files are reused while they parse, were signed by this CA,
+// server.key, issued by the CA's intermediate and served with it (devices
+// trust the root through the enrollment profile). The files are reused while
+// they parse, chain to this CA's root,
 // cover hosts and do not expire within 30 days; otherwise a new ECDSA P-256
 // certificate is issued for hosts plus localhost and 127.0.0.1.
 //
-// A certificate signed by one of the previous CAs (rotated out) is kept
+// A certificate chaining to one of the previous roots (rotated out) is kept
 // while it lasts: enrolled devices trust only the root their profile
 // carried, and would stop reaching bramley the moment its certificate came
 // from a root they have not been given yet.
@@ -39,7 +40,7 @@ func LoadOrCreateServerCert(dataDir string, hosts []string, ca *CA, now func() t
 	dir := filepath.Join(dataDir, "tls")
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
 	hosts = serverHosts(hosts)
-	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && serverCertUsable(c.Leaf, hosts, append([]*x509.Certificate{ca.Certificate()}, previous...), now()) {
+	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && serverCertUsable(c, hosts, append([]*x509.Certificate{ca.Root()}, previous...), ca.Certificate(), now()) {
 		return c, nil
 	}
 
@@ -70,7 +71,13 @@ func LoadOrCreateServerCert(dataDir string, hosts []string, ca *CA, now func() t
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	certPEM := EncodeCertificatePEM(cert)
+	// The chain served: the leaf and, below the root, the intermediate.
+	var certPEM []byte
+	for _, c := range append([]*x509.Certificate{cert}, ca.Chain()...) {
+		if !c.Equal(ca.Root()) {
+			certPEM = append(certPEM, EncodeCertificatePEM(c)...)
+		}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return tls.Certificate{}, fmt.Errorf("creating TLS directory: %w", err)
 	}
@@ -100,8 +107,33 @@ func serverHosts(hosts []string) []string {
 	return out
 }
 
-func serverCertUsable(leaf *x509.Certificate, hosts []string, issuers []*x509.Certificate, now time.Time) bool {
-	if leaf == nil || !slices.ContainsFunc(issuers, func(ca *x509.Certificate) bool { return leaf.CheckSignatureFrom(ca) == nil }) {
+// serverCertUsable reports whether c chains to one of roots, through the
+// intermediates its file holds or intermediate (a certificate from before
+// bramley had an intermediate was issued by the root itself), for hosts,
+// with 30 days or more left.
+func serverCertUsable(c tls.Certificate, hosts []string, roots []*x509.Certificate, intermediate *x509.Certificate, now time.Time) bool {
+	leaf := c.Leaf
+	if leaf == nil {
+		return false
+	}
+	opts := x509.VerifyOptions{
+		Roots:         x509.NewCertPool(),
+		Intermediates: x509.NewCertPool(),
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, r := range roots {
+		opts.Roots.AddCert(r)
+	}
+	opts.Intermediates.AddCert(intermediate)
+	for _, der := range c.Certificate[1:] {
+		ic, err := x509.ParseCertificate(der)
+		if err != nil {
+			return false
+		}
+		opts.Intermediates.AddCert(ic)
+	}
+	if _, err := leaf.Verify(opts); err != nil {
 		return false
 	}
 	if now.Before(leaf.NotBefore) || now.Add(serverCertRenewBefore).After(leaf.NotAfter) {

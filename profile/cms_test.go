@@ -23,13 +23,13 @@ func TestSignVerifiesWithOpenSSL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := Sign(plain, signer, key, []*x509.Certificate{ca.Certificate()})
+	signed, err := Sign(plain, signer, key, ca.Chain())
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	dir := t.TempDir()
-	rootFile := writeFile(t, dir, "root.pem", pki.EncodeCertificatePEM(ca.Certificate()))
+	rootFile := writeFile(t, dir, "root.pem", pki.EncodeCertificatePEM(ca.Root()))
 	verify := func(data []byte) ([]byte, error) {
 		in := writeFile(t, dir, "signed.mobileconfig", data)
 		return openssl(t, "cms", "-verify", "-binary", "-inform", "DER", "-in", in, "-CAfile", rootFile, "-purpose", "any")
@@ -55,7 +55,7 @@ func TestSignVerifiesWithOpenSSL(t *testing.T) {
 
 	// Go's own verification agrees.
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
+	roots.AddCert(ca.Root())
 	content, who, err := Verify(signed, roots)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestSignVerifiesWithOpenSSL(t *testing.T) {
 		t.Error("Verify accepted a tampered profile")
 	}
 	other := x509.NewCertPool()
-	other.AddCert(testCA(t).Certificate())
+	other.AddCert(testCA(t).Root())
 	if _, _, err := Verify(signed, other); err == nil {
 		t.Error("Verify accepted a signer that does not chain to the roots")
 	}

@@ -357,14 +357,17 @@ func (s *Service) renew(ctx context.Context, req *request, csr *x509.Certificate
 	}
 	old := req.signer
 	roots := x509.NewCertPool()
-	roots.AddCert(s.ca.Certificate())
+	roots.AddCert(s.ca.Root())
 	for _, c := range s.previous {
 		roots.AddCert(c)
 	}
+	intermediates := x509.NewCertPool()
+	intermediates.AddCert(s.ca.Certificate())
 	_, err := old.Verify(x509.VerifyOptions{
-		Roots:       roots,
-		CurrentTime: s.now(),
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		Roots:         roots,
+		Intermediates: intermediates,
+		CurrentTime:   s.now(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
 		var invalid x509.CertificateInvalidError

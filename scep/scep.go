@@ -21,12 +21,15 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/smallstep/scep"
 
 	"github.com/bramley-mdm/bramley/handler"
 	"github.com/bramley-mdm/bramley/pki"
@@ -206,10 +209,23 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request) (err error) {
 			_, err := io.WriteString(w, s.caps)
 			return ignoreWriteError(err)
 		}
-		// One certificate, no RA: RFC 8894 §4.2.1.1 answers a CA without an
-		// RA with its DER certificate alone.
-		w.Header().Set("Content-Type", "application/x-x509-ca-cert")
-		_, err := w.Write(s.ca.Certificate().Raw)
+		chain := s.ca.Chain()
+		if len(chain) == 1 {
+			// One certificate: RFC 8894 §4.2.1.1 answers a CA without an
+			// RA or intermediates with its DER certificate alone.
+			w.Header().Set("Content-Type", "application/x-x509-ca-cert")
+			_, err := w.Write(chain[0].Raw)
+			return ignoreWriteError(err)
+		}
+		// The intermediate, which issues and which requests are encrypted
+		// to, then the root: more than one certificate is a certs-only
+		// SignedData (RFC 8894 §4.2.1.2).
+		body, err := scep.DegenerateCertificates(chain)
+		if err != nil {
+			return fmt.Errorf("encoding GetCACert answer: %w", err)
+		}
+		w.Header().Set("Content-Type", "application/x-x509-ca-ra-cert")
+		_, err = w.Write(body)
 		return ignoreWriteError(err)
 	case opPKIOperation:
 		obs.op = opPKIOperation

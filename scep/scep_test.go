@@ -60,17 +60,37 @@ func TestGetCACaps(t *testing.T) {
 }
 
 func TestGetCACert(t *testing.T) {
+	// bramley's CA: the intermediate, which requests are encrypted to,
+	// then the root, as a certs-only SignedData (RFC 8894 §4.2.1.2).
 	ca, _ := testCA(t)
 	s := New(ca, nil)
 	// Apple devices send the payload's Name as message; it selects nothing.
 	for _, target := range []string{"/scep?operation=GetCACert", "/scep?operation=GetCACert&message=bramley"} {
 		w := get(s.Handler(), target)
-		if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), ca.Certificate().Raw) {
-			t.Errorf("%s: %d, body is not the CA's DER certificate", target, w.Code)
+		if w.Code != http.StatusOK {
+			t.Fatalf("%s: %d", target, w.Code)
 		}
-		if ct := w.Header().Get("Content-Type"); ct != "application/x-x509-ca-cert" {
+		if ct := w.Header().Get("Content-Type"); ct != "application/x-x509-ca-ra-cert" {
 			t.Errorf("Content-Type %q", ct)
 		}
+		p7, err := pkcs7.Parse(w.Body.Bytes())
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		if len(p7.Certificates) != 2 || !p7.Certificates[0].Equal(ca.Certificate()) || !p7.Certificates[1].Equal(ca.Root()) {
+			t.Errorf("%s: %d certificates, want the intermediate and the root", target, len(p7.Certificates))
+		}
+	}
+
+	// A CA that is its own root (an operator's, in tests) answers with its
+	// DER certificate alone (§4.2.1.1).
+	one, _ := fixtureCA(t, time.Now())
+	w := get(New(one, nil).Handler(), "/scep?operation=GetCACert")
+	if w.Code != http.StatusOK || !bytes.Equal(w.Body.Bytes(), one.Certificate().Raw) {
+		t.Errorf("%d, body is not the CA's DER certificate", w.Code)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/x-x509-ca-cert" {
+		t.Errorf("Content-Type %q", ct)
 	}
 }
 

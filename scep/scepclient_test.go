@@ -43,7 +43,9 @@ func TestScepclient(t *testing.T) {
 
 	tmp := t.TempDir()
 	caFile := filepath.Join(tmp, "ca.pem")
-	writeFile(t, caFile, pki.EncodeCertificatePEM(ca.Certificate()))
+	interFile := filepath.Join(tmp, "intermediate.pem")
+	writeFile(t, caFile, pki.EncodeCertificatePEM(ca.Root()))
+	writeFile(t, interFile, pki.EncodeCertificatePEM(ca.Certificate()))
 	run := func(dir string, args ...string) (string, error) {
 		t.Helper()
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -58,7 +60,7 @@ func TestScepclient(t *testing.T) {
 	}
 	verify := func(cert string) {
 		t.Helper()
-		out, err := exec.Command("openssl", "verify", "-purpose", "sslclient", "-CAfile", caFile, cert).CombinedOutput()
+		out, err := exec.Command("openssl", "verify", "-purpose", "sslclient", "-CAfile", caFile, "-untrusted", interFile, cert).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), ": OK") {
 			t.Errorf("openssl verify %s: %v\n%s", cert, err, out)
 		}

@@ -42,8 +42,8 @@ func (s *Server) setUpADE(_ context.Context, sealer *pki.Sealer) error {
 		ade.WithServiceClock(s.now), ade.WithServiceLogger(s.logger),
 		ade.WithClientOptions(opts...), ade.WithSyncerOptions(ade.WithSyncLogger(s.logger)),
 		ade.WithProfiles(s.store, s.store, s.cfg.publicURL(s.cfg.Listen)+"/ade/enroll"),
-		ade.WithLocker(s.store))
-	return nil
+		ade.WithLocker(s.store), ade.WithKeyRotation(adeKeys{s.store, sealer, s.now})) // adetokens.go
+	return s.metrics.registry.Register(newADETokenCollector(s.ade.Tokens, s.now))
 }
 
 // runADE syncs every token and applies the assignment rules every

@@ -78,7 +78,7 @@ func TestADEEnrollment(t *testing.T) {
 				return sim.AppleIdentity{Certificate: c, Key: k, Chain: chain}
 			}
 			cc := sim.CloudConfig{URL: e.url + "/ade/enroll", Supervised: true, AwaitDeviceConfigured: true}
-			pin := sim.WithProfileRoots(e.srv.CA().Certificate())
+			pin := sim.WithProfileRoots(e.srv.CA().Root())
 
 			dev, err := sim.EnrollADE(ctx, cc, identity(apple), "DMPADE0001", pin)
 			if err != nil {

@@ -119,7 +119,7 @@ func verifyWithOpenSSL(t *testing.T, e *env, signed []byte) {
 	}
 	dir := t.TempDir()
 	caFile, profileFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "enroll.mobileconfig")
-	if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(e.srv.CA().Certificate()), 0o600); err != nil {
+	if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(e.srv.CA().Root()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(profileFile, signed, 0o600); err != nil {

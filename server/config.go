@@ -85,6 +85,12 @@ type Config struct {
 	// OTADeny lists serial numbers and products (e.g. "iPhone14,5") that
 	// over-the-air enrollment refuses (enroll.DenyList).
 	OTADeny []string
+	// OTAMinOS is the minimum OS build per platform for over-the-air
+	// enrollment, PLATFORM=BUILD each (enroll.MinOSBuild).
+	OTAMinOS []string
+	// OTAGroup is the DN of the directory group a person must be in to
+	// enroll a device over the air (directory.LDAP.OTAGroupPolicy).
+	OTAGroup string
 	// LDAP is the directory people may also sign in with (portal.go);
 	// an empty URL means local accounts only.
 	LDAP directory.Config
@@ -172,6 +178,7 @@ func (c *Config) Validate() error {
 	if c.ADECA != "" && c.ADEURL == "" {
 		errs = append(errs, errors.New("--ade-ca is for --ade-url; Apple's service needs no extra CA"))
 	}
+	errs = append(errs, c.validateOTA()...)
 	if c.LDAP.URL != "" || c.LDAP.BaseDN != "" {
 		if err := c.LDAP.Validate(); err != nil {
 			errs = append(errs, err)

@@ -57,7 +57,7 @@ func TestDirectEnrollment(t *testing.T) {
 			e := start(t, db(t), func(c *server.Config) { c.PushTopic = testTopic })
 			dir := t.TempDir()
 			caFile := filepath.Join(dir, "ca.pem")
-			if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(e.srv.CA().Certificate()), 0o600); err != nil {
+			if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(e.srv.CA().Root()), 0o600); err != nil {
 				t.Fatal(err)
 			}
 

@@ -140,7 +140,7 @@ func startWith(t *testing.T, db string, edit func(*server.Config), opts ...serve
 		}
 	})
 	roots := x509.NewCertPool()
-	roots.AddCert(srv.CA().Certificate())
+	roots.AddCert(srv.CA().Root())
 	e := &env{t: t, srv: srv, url: srv.PublicURL(), apiKey: srv.AdminKey(), roots: roots, logs: logs}
 	if cfg.HTTP {
 		e.http = &http.Client{Timeout: 10 * time.Second}

@@ -58,7 +58,7 @@ func TestOTAEnrollment(t *testing.T) {
 					t.Fatal(err)
 				}
 				o, err := sim.NewOTA(e.url, "bob", password, sim.WithAppleIdentity(cert, key, chain...),
-					sim.WithExtraRoots(e.srv.CA().Certificate()))
+					sim.WithExtraRoots(e.srv.CA().Root()))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -95,7 +95,7 @@ func TestOTAEnrollment(t *testing.T) {
 			// EnrollOTA does it all in one call.
 			cert, key, chain, _ := apple.Issue("OTA-UDID-2")
 			if _, err := sim.EnrollOTA(ctx, e.url, "bob", password, sim.WithAppleIdentity(cert, key, chain...),
-				sim.WithExtraRoots(e.srv.CA().Certificate())); err != nil {
+				sim.WithExtraRoots(e.srv.CA().Root())); err != nil {
 				t.Fatalf("EnrollOTA: %v", err)
 			}
 
@@ -168,7 +168,7 @@ func decryptWithOpenSSL(t *testing.T, e *env, o *sim.OTA) {
 		return
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(e.srv.CA().Certificate())
+	roots.AddCert(e.srv.CA().Root())
 	content, _, err := profile.Verify(o.Final, roots)
 	if err != nil {
 		t.Fatal(err)

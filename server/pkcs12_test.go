@@ -26,7 +26,7 @@ func TestPKCS12Enrollment(t *testing.T) {
 	e := start(t, "", func(c *server.Config) { c.PushTopic = testTopic; c.Identity = "pkcs12" })
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(e.srv.CA().Certificate()), 0o600); err != nil {
+	if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(e.srv.CA().Root()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var tok struct{ URL string }

@@ -280,11 +280,13 @@ func readRenewalProfile(t *testing.T, signed []byte, e *env) renewalProfile {
 	}
 	root, _ := p.payload(t, "com.apple.security.root")["PayloadContent"].([]byte)
 	ca, err := x509.ParseCertificate(root)
-	if err != nil || !ca.Equal(e.srv.CA().Certificate()) {
-		t.Fatalf("root payload is not bramley's CA: %v", err)
+	if err != nil || !ca.Equal(e.srv.CA().Root()) {
+		t.Fatalf("root payload is not bramley's root CA: %v", err)
 	}
 	sc := scepPayload["PayloadContent"].(map[string]any)
-	out := renewalProfile{ca: ca}
+	// SCEP requests are encrypted to the intermediate, which GetCACert
+	// offers first.
+	out := renewalProfile{ca: e.srv.CA().Certificate()}
 	out.url, _ = sc["URL"].(string)
 	out.challenge, _ = sc["Challenge"].(string)
 	out.cn = sc["Subject"].([]any)[0].([]any)[0].([]any)[1].(string)

@@ -58,7 +58,7 @@ func TestReplicasShareOnePostgreSQL(t *testing.T) {
 	a := replica(dirA) // creates the CA, keys and first admin key
 	b := replica(dirB) // must load them
 
-	if !a.srv.CA().Certificate().Equal(b.srv.CA().Certificate()) {
+	if !a.srv.CA().Root().Equal(b.srv.CA().Root()) {
 		t.Fatal("the replicas have different CAs")
 	}
 	if a.srv.AdminKey() == "" || b.srv.AdminKey() != "" {
@@ -371,7 +371,7 @@ func replicaChallenge(t *testing.T, replicas ...*env) {
 		t.Skip("scepclient not installed")
 	}
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(replicas[0].srv.CA().Certificate()), 0o600); err != nil {
+	if err := os.WriteFile(caFile, pki.EncodeCertificatePEM(replicas[0].srv.CA().Root()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// scep runs scepclient against e in a directory of its own, where it

@@ -110,7 +110,7 @@ func (s *Server) setUp(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading previous CAs: %w", err)
 	}
-	anchors := append([]*x509.Certificate{s.ca.Certificate()}, previous...)
+	anchors := append([]*x509.Certificate{s.ca.Root()}, previous...)
 	for _, f := range s.cfg.TrustCA {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -149,7 +149,9 @@ func (s *Server) setUp(ctx context.Context) error {
 	}
 	base := s.cfg.publicURL(s.cfg.Listen)
 
-	verifierOpts := []identity.Option{identity.WithLogger(s.logger), identity.WithClock(s.now)}
+	// Devices present their identity without the intermediate that issued it.
+	verifierOpts := []identity.Option{identity.WithLogger(s.logger), identity.WithClock(s.now),
+		identity.WithIntermediates(s.ca.Certificate())}
 	if s.cfg.ProxyCertHeader != "" {
 		verifierOpts = append(verifierOpts, identity.WithProxyHeader(s.cfg.ProxyCertHeader))
 	}
@@ -161,7 +163,7 @@ func (s *Server) setUp(ctx context.Context) error {
 	checkins := checkin.New(s.store, s.store, sealer, binder,
 		checkin.WithLogger(s.logger), checkin.WithClock(s.now),
 		checkin.WithObserver(s.metrics.observeCheckin),
-		checkin.WithEvents(awaitConfiguration(commands, s.store, s.logger, s.now))) // ADE: adeenroll.go
+		checkin.WithEvents(s.withVPPCheckin(awaitConfiguration(commands, s.store, s.logger, s.now)))) // ADE: adeenroll.go; VPP: vppowner.go
 	scepService := scep.New(s.ca, s.store,
 		scep.WithLogger(s.logger), scep.WithClock(s.now), scep.WithLifetime(s.cfg.IdentityLifetime),
 		scep.WithRenewals(s.store), scep.WithMaxBody(s.cfg.MaxBody), scep.WithObserver(s.metrics.observeSCEP),

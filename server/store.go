@@ -32,6 +32,7 @@ type Store interface {
 	api.KeyStore
 	pki.SettingStore
 	pki.CertificateStore
+	pki.SettingWriter // ADE key pair rotation (adetokens.go)
 	scep.ChallengeStore
 	enroll.Store
 	enroll.ADEDeviceFinder
@@ -49,6 +50,7 @@ type Store interface {
 	ade.AssignmentStore
 	ade.Locker
 	vpp.ServiceStore
+	personStore // vppowner.go
 	QueueDepth(ctx context.Context) (int64, error)
 	Ping(ctx context.Context) error
 	Close() error

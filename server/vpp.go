@@ -56,6 +56,7 @@ func (s *Server) setUpVPP(sealer *pki.Sealer, commands *queue.Service, serverID,
 			_, err := s.store.UserByName(ctx, username)
 			return err
 		}))
+	s.registerVPPMetrics() // vppowner.go
 	return nil
 }
 
@@ -84,6 +85,7 @@ func (s *Server) runVPPSweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			s.warnExpiringTokens(ctx)
 			if _, err := s.vpp.Sync(ctx); err != nil && !errors.Is(err, vpp.ErrNoToken) {
 				s.logger.Warn("Apps and Books sweep", "err", err)
 			}

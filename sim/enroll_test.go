@@ -62,9 +62,10 @@ func TestEnrollDirect(t *testing.T) {
 
 					// The identity is bramley's, for the subject the profile asked.
 					cert := dev.Certificate()
-					roots := x509.NewCertPool()
+					roots, inter := x509.NewCertPool(), x509.NewCertPool()
 					roots.AddCert(e.ca)
-					if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+					inter.AddCert(e.srv.CA().Certificate())
+					if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 						t.Fatalf("issued identity does not chain to bramley's CA: %v", err)
 					}
 					if !strings.HasPrefix(cert.Subject.CommonName, "bramley ") {

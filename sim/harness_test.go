@@ -120,9 +120,9 @@ func start(t *testing.T, db string, edit func(*server.Config)) *env {
 		}
 	})
 	roots := x509.NewCertPool()
-	roots.AddCert(srv.CA().Certificate())
+	roots.AddCert(srv.CA().Root())
 	return &env{
-		t: t, srv: srv, url: srv.PublicURL(), key: srv.AdminKey(), ca: srv.CA().Certificate(),
+		t: t, srv: srv, url: srv.PublicURL(), key: srv.AdminKey(), ca: srv.CA().Root(),
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		}},

@@ -136,7 +136,14 @@ func (o *OTA) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := o.verified(body, "the Profile Service payload")
+	return o.UseProfileService(body)
+}
+
+// UseProfileService takes a signed Profile Service payload got some other
+// way, as a person downloads it from the portal and installs it, in
+// place of Start; the user and password of NewOTA are then unused.
+func (o *OTA) UseProfileService(signed []byte) error {
+	p, err := o.verified(signed, "the Profile Service payload")
 	if err != nil {
 		return err
 	}

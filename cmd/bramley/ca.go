@@ -58,7 +58,7 @@ start.`,
 func caShowCommand(getenv func(string) string, stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show",
-		Short: "Show the CA certificate and the previous CAs still trusted",
+		Short: "Show the root CA certificate, its intermediate and the previous CAs still trusted",
 		Args:  cobra.NoArgs,
 	}
 	cfg := addDataFlags(cmd, false)
@@ -81,7 +81,11 @@ func caShowCommand(getenv func(string) string, stdout io.Writer) *cobra.Command 
 		if err != nil {
 			return err
 		}
-		return printCAs(stdout, current, previous, time.Now())
+		intermediate, err := currentIntermediate(ctx, store)
+		if err != nil {
+			return err
+		}
+		return printCAs(stdout, current, intermediate, previous, time.Now())
 	}
 	return cmd
 }
@@ -90,10 +94,11 @@ func caExportCommand(getenv func(string) string, stdout io.Writer) *cobra.Comman
 	var format, out string
 	cmd := &cobra.Command{
 		Use:   "export",
-		Short: "Write the CA certificate, for clients and devices to trust",
-		Long: `Write the CA certificate: for admin clients to trust the server's generated
-HTTPS certificate (--ca-file), or for anything else that must trust the
-device identities bramley issues.`,
+		Short: "Write the root CA certificate, for clients and devices to trust",
+		Long: `Write the root CA certificate: for admin clients to trust the server's
+generated HTTPS certificate (--ca-file), or for anything else that must trust
+the device identities bramley issues. The intermediate under it, which issues
+them, is served with the HTTPS certificate and carried by enrollment profiles.`,
 		Example: `  bramley ca export --out bramley-ca.pem
   bramley ca export --format der --out bramley-ca.cer`,
 		Args: cobra.NoArgs,
@@ -140,7 +145,8 @@ func caImportCommand(getenv func(string) string, stdout io.Writer) *cobra.Comman
 		Long: `Make an existing CA bramley's CA: a PEM certificate with basicConstraints
 CA:TRUE and its unencrypted PEM private key, which must be RSA (Apple devices
 encrypt SCEP requests to the CA's key with RSA only). The key is sealed with
-the server's secret key and stored in its database. The CA it replaces stays
+the server's secret key and stored in its database, and a new intermediate CA
+is made under it to do the issuing. The root CA it replaces stays
 trusted for the identities it issued. Before the server's first start, this
 sets up its data directory with the imported CA.`,
 		Example: `  bramley ca import --cert corp-mdm-ca.pem --key corp-mdm-ca.key`,
@@ -178,7 +184,7 @@ sets up its data directory with the imported CA.`,
 		if err != nil {
 			return fmt.Errorf("importing CA: %w", err)
 		}
-		return reportNewCA(ctx, stdout, store, "Imported", old, ca.Certificate())
+		return reportNewCA(ctx, stdout, store, "Imported", old, ca.Root())
 	}
 	return cmd
 }
@@ -188,7 +194,7 @@ func caRotateCommand(getenv func(string) string, stdout io.Writer) *cobra.Comman
 		Use:   "rotate",
 		Short: "Replace the CA with a new one; the old one still verifies identities until they renew",
 		Long: `Replace bramley's CA with a new one, made like the one created on first start
-(RSA 2048, ten years). The old certificate stays trusted for the device
+(an RSA 2048 root for ten years and an RSA 2048 intermediate under it). The old certificate stays trusted for the device
 identities it issued until they renew, which the new CA then does. Its key
 is dropped: nothing is issued from it again.`,
 		Args: cobra.NoArgs,
@@ -221,7 +227,7 @@ is dropped: nothing is issued from it again.`,
 		if err != nil {
 			return fmt.Errorf("rotating CA: %w", err)
 		}
-		return reportNewCA(ctx, stdout, store, "Rotated to", old, ca.Certificate())
+		return reportNewCA(ctx, stdout, store, "Rotated to", old, ca.Root())
 	}
 	return cmd
 }
@@ -249,6 +255,23 @@ func currentCA(ctx context.Context, store pki.SettingStore) (*x509.Certificate, 
 	cert, err := pki.ParseCertificatePEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("parsing CA certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// currentIntermediate reads the intermediate CA certificate from the
+// database; nil when there is none yet (bramley serve makes one at start).
+func currentIntermediate(ctx context.Context, store pki.SettingStore) (*x509.Certificate, error) {
+	data, err := store.Setting(ctx, pki.SettingCAIntermediateCert)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading intermediate CA certificate: %w", err)
+	}
+	cert, err := pki.ParseCertificatePEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("parsing intermediate CA certificate: %w", err)
 	}
 	return cert, nil
 }
@@ -291,7 +314,11 @@ func reportNewCA(ctx context.Context, w io.Writer, store pki.SettingStore, verb 
 		fmt.Fprintf(w, "The CA it replaces (SHA-256 %s) stays trusted for the device identities it issued, until they renew.\n", fingerprint(old))
 	}
 	fmt.Fprintln(w)
-	if err := printCAs(w, current, previous, time.Now()); err != nil {
+	intermediate, err := currentIntermediate(ctx, store)
+	if err != nil {
+		return err
+	}
+	if err := printCAs(w, current, intermediate, previous, time.Now()); err != nil {
 		return err
 	}
 	fmt.Fprint(w, `
@@ -305,10 +332,14 @@ Restart bramley serve, every replica, to use it. Then:
 	return nil
 }
 
-func printCAs(w io.Writer, current *x509.Certificate, previous []*x509.Certificate, now time.Time) error {
+func printCAs(w io.Writer, current, intermediate *x509.Certificate, previous []*x509.Certificate, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CA certificate")
+	fmt.Fprintln(tw, "Root CA certificate (what ca export writes)")
 	printCA(tw, current, now)
+	if intermediate != nil {
+		fmt.Fprintln(tw, "\nIntermediate CA certificate (issues identities and HTTPS certificates)")
+		printCA(tw, intermediate, now)
+	}
 	if len(previous) == 0 {
 		fmt.Fprintln(tw, "\nPrevious CAs still trusted: none")
 	} else {

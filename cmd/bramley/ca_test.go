@@ -41,7 +41,7 @@ func startedData(t *testing.T) (dir string, ca, identity *x509.Certificate) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dir, srv.CA().Certificate(), identity
+	return dir, srv.CA().Root(), identity
 }
 
 // serverCA starts the server on dir as bramley serve would and returns its
@@ -55,7 +55,7 @@ func serverCA(t *testing.T, dir string) (*x509.Certificate, []*x509.Certificate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := srv.CA().Certificate()
+	ca := srv.CA().Root()
 	srv.Close()
 	store, err := server.OpenStore(ctx, cfg)
 	if err != nil {
@@ -153,8 +153,8 @@ func TestCARotate(t *testing.T) {
 	if current.Equal(old) {
 		t.Fatal("the server still uses the old CA")
 	}
-	if len(previous) != 1 || !previous[0].Equal(old) {
-		t.Fatalf("previous CAs: %d, want the old CA", len(previous))
+	if len(previous) != 2 || !previous[0].Equal(old) || previous[1].CheckSignatureFrom(old) != nil {
+		t.Fatalf("previous CAs: %d, want the old root and its intermediate", len(previous))
 	}
 	// The identity the old CA issued chains to one of CA + previous.
 	roots := x509.NewCertPool()

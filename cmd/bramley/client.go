@@ -122,12 +122,21 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status) }
 
-// do sends a request under /api/v1 with in, when not nil, as its JSON body,
-// and decodes a 2xx answer into out, when not nil. It returns the answer as
-// it came, for --json. Other answers are an *apiError.
+// rawBody is a request body sent as it is, not as JSON.
+type rawBody struct {
+	contentType string
+	data        []byte
+}
+
+// do sends a request under /api/v1 with in, when not nil, as its JSON body
+// (a rawBody as it is), and decodes a 2xx answer into out, when not nil. It
+// returns the answer as it came, for --json. Other answers are an *apiError.
 func (c *apiClient) do(ctx context.Context, method, path string, query url.Values, in, out any) ([]byte, error) {
 	var body io.Reader
-	if in != nil {
+	contentType := "application/json"
+	if raw, ok := in.(rawBody); ok {
+		body, contentType = bytes.NewReader(raw.data), raw.contentType
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return nil, fmt.Errorf("encoding request: %w", err)
@@ -145,7 +154,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, query url.Value
 	req.Header.Set("Authorization", "Bearer "+c.key)
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

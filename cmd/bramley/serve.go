@@ -52,6 +52,8 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 	f.StringVar(&cfg.VPPCA, "vpp-ca", cfg.VPPCA, "PEM file of CAs to trust for --vpp-url")
 	f.StringVar(&cfg.AppleDeviceCA, "apple-device-ca", cfg.AppleDeviceCA, "PEM file of CAs trusted to issue Apple device identities, besides Apple's built-in device CA")
 	f.StringSliceVar(&cfg.OTADeny, "ota-deny", cfg.OTADeny, "serial number or product (e.g. iPhone14,5) that OTA enrollment refuses (repeatable)")
+	f.StringSliceVar(&cfg.OTAMinOS, "ota-min-os", cfg.OTAMinOS, "minimum OS build for OTA enrollment per platform, PLATFORM=BUILD (iPhone, iPad, iPod, Mac, AppleTV, RealityDevice; e.g. iPhone=21A329,Mac=23A344)")
+	f.StringVar(&cfg.OTAGroup, "ota-group", cfg.OTAGroup, "DN of the --ldap-url group a person must be in to enroll a device over the air (local accounts are then refused)")
 	f.StringVar(&cfg.LDAP.URL, "ldap-url", cfg.LDAP.URL, "LDAP directory people may sign in with besides local accounts (ldap://host or ldaps://host; Open Directory speaks LDAP)")
 	f.StringVar(&cfg.LDAP.BaseDN, "ldap-base-dn", cfg.LDAP.BaseDN, "where --ldap-url searches for people (the whole subtree)")
 	f.StringVar(&cfg.LDAP.BindDN, "ldap-bind-dn", cfg.LDAP.BindDN, "service account that searches the directory (default: anonymous)")
