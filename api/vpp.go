@@ -40,6 +40,8 @@ type VPPPeople interface {
 // VPPPlans assigns apps and books to people and links devices to them.
 type VPPPlans interface {
 	Assign(ctx context.Context, username, adamID string, kind vpp.Kind) (vpp.Plan, error)
+	// AssignDevice licenses the item to the device's serial number.
+	AssignDevice(ctx context.Context, deviceID, adamID string, kind vpp.Kind) (vpp.Plan, error)
 	Plans(ctx context.Context, username string) ([]vpp.Plan, error)
 	// SetOwner records the person a device belongs to.
 	SetOwner(ctx context.Context, deviceID, username string) error
@@ -85,6 +87,8 @@ func vppError(err error) error {
 		return handler.Wrap(http.StatusConflict, vpp.ErrNoToken.Error(), err)
 	case errors.Is(err, vpp.ErrUnknownUser):
 		return handler.Wrap(http.StatusNotFound, err.Error(), err)
+	case errors.Is(err, vpp.ErrNoSerialNumber):
+		return handler.Wrap(http.StatusConflict, vpp.ErrNoSerialNumber.Error(), err)
 	case errors.As(err, &apple):
 		return handler.Wrap(http.StatusBadGateway, "Apple's Apps and Books service: "+apple.Error(), err)
 	case errors.As(err, &urlErr):
@@ -276,7 +280,8 @@ type vppInstallView struct {
 
 type vppPlanView struct {
 	ID        string           `json:"id"`
-	Username  string           `json:"username"`
+	Username  string           `json:"username,omitempty"`
+	DeviceID  string           `json:"device_id,omitempty"`
 	AdamID    string           `json:"adam_id"`
 	Kind      string           `json:"kind"`
 	Status    string           `json:"status"`
@@ -288,16 +293,22 @@ type vppPlanView struct {
 }
 
 func planView(p vpp.Plan) vppPlanView {
-	v := vppPlanView{ID: p.ID, Username: p.Username, AdamID: p.AdamID, Kind: string(p.Kind), Status: string(p.Status),
+	v := vppPlanView{ID: p.ID, Username: p.Username, DeviceID: p.DeviceID(), AdamID: p.AdamID, Kind: string(p.Kind), Status: string(p.Status),
 		Result: string(p.Result), EventID: p.EventID, Error: p.Error, Installs: []vppInstallView{}, UpdatedAt: p.UpdatedAt}
 	for _, in := range p.Installs {
 		v.Installs = append(v.Installs, vppInstallView{DeviceID: in.DeviceID, CommandUUID: in.CommandUUID, CreatedAt: in.CreatedAt})
 	}
+	if v.DeviceID != "" {
+		v.Username = "" // the device's own licence: no person
+	}
 	return v
 }
 
+// vppAssignRequest names a person (username) or, for a licence of the
+// device's own, a device (device_id).
 type vppAssignRequest struct {
 	Username string `json:"username"`
+	DeviceID string `json:"device_id"`
 	AdamID   string `json:"adam_id"`
 	Kind     string `json:"kind"`
 }
@@ -310,7 +321,7 @@ func (a *API) assignVPP(w http.ResponseWriter, r *http.Request) error {
 		return vppNotConfigured()
 	}
 	var req vppAssignRequest
-	if err := a.decodeVPPJSON(w, r, &req, `{"username": …, "adam_id": …, "kind": "app"|"book"}`); err != nil {
+	if err := a.decodeVPPJSON(w, r, &req, `{"username"|"device_id": …, "adam_id": …, "kind": "app"|"book"}`); err != nil {
 		return err
 	}
 	kind := vpp.Kind(strings.ToLower(req.Kind))
@@ -318,12 +329,24 @@ func (a *API) assignVPP(w http.ResponseWriter, r *http.Request) error {
 		kind = vpp.KindApp
 	}
 	switch {
-	case req.Username == "":
-		return badRequest("username is required")
+	case (req.Username == "") == (req.DeviceID == ""):
+		return badRequest("give either username or device_id")
+	case strings.Contains(req.DeviceID, ":"):
+		return badRequest("%q names a user channel; give the device ID", req.DeviceID)
 	case !adamIDPattern.MatchString(req.AdamID):
 		return badRequest("adam_id must be the item's numeric ID")
 	case kind != vpp.KindApp && kind != vpp.KindBook:
 		return badRequest("kind must be app or book")
+	}
+	if req.DeviceID != "" {
+		p, err := a.vpp.AssignDevice(r.Context(), req.DeviceID, req.AdamID, kind)
+		if errors.Is(err, storage.ErrNotFound) {
+			return lookupError(err, "device", req.DeviceID)
+		}
+		if err != nil {
+			return vppError(err)
+		}
+		return writeJSON(w, http.StatusOK, planView(p))
 	}
 	p, err := a.vpp.Assign(r.Context(), req.Username, req.AdamID, kind)
 	if err != nil {

@@ -61,12 +61,23 @@ type Binder interface {
 	CheckAuthenticate(ctx context.Context, deviceID string, id *identity.Identity) error
 }
 
+// UserDirectory knows the network and mobile users of a Mac (Open
+// Directory accounts) that bramley may manage.
+type UserDirectory interface {
+	// LookupUser reports whether the directory holds the user whose GUID
+	// is userID (the UserID of UserAuthenticate); shortName is what the
+	// device said, for the log. An error means the directory could not
+	// answer, which is not the same as not knowing the user.
+	LookupUser(ctx context.Context, userID, shortName string) (found bool, err error)
+}
+
 // Service handles check-in messages.
 type Service struct {
 	store     Store
 	bootstrap BootstrapStore
 	sealer    Sealer
 	binder    Binder
+	users     UserDirectory
 	logger    *slog.Logger
 	now       func() time.Time
 	observe   func(messageType string, status int)
@@ -93,6 +104,10 @@ func WithObserver(f func(messageType string, status int)) Option {
 func WithEvents(f func(ctx context.Context, msg mdm.CheckinMessage)) Option {
 	return func(s *Service) { s.onEvent = f }
 }
+
+// WithUserDirectory lets the network users dir knows be managed
+// (UserAuthenticate); without it every such user is declined with 410.
+func WithUserDirectory(dir UserDirectory) Option { return func(s *Service) { s.users = dir } }
 
 // New returns a check-in Service.
 func New(store Store, bootstrap BootstrapStore, sealer Sealer, binder Binder, opts ...Option) *Service {
@@ -203,10 +218,7 @@ func (s *Service) handle(ctx context.Context, w http.ResponseWriter, msg mdm.Che
 			return storeErr("storing CheckOut", err)
 		}
 	case *mdm.UserAuthenticate:
-		// 410 tells the device not to manage this user for this login
-		// session; the device keeps working. Managing network users is
-		// bramley's to add; until then nobody is accepted.
-		return handler.Errorf(http.StatusGone, "user channel not managed")
+		return s.userAuthenticate(ctx, w, m)
 	case *mdm.SetBootstrapToken:
 		if m.IsUserChannel() {
 			return handler.Errorf(http.StatusBadRequest, "SetBootstrapToken is sent on the device channel only")
@@ -235,6 +247,50 @@ func (s *Service) handle(ctx context.Context, w http.ResponseWriter, msg mdm.Che
 	default:
 		return handler.Errorf(http.StatusBadRequest, "unhandled message type %q", msg.Type())
 	}
+	return nil
+}
+
+// userAuthenticate answers a network or mobile user's login (Apple's
+// "Network User Authentication Extensions"; apple-protocols.md i.2). The
+// digest flow exists so that a server can check the user's password, but
+// bramley never sees a directory user's password and so cannot verify a
+// digest response. It answers the first message with an empty
+// DigestChallenge, which Apple defines as "no AuthToken needed for this
+// user": the user is managed, and later user-channel requests carry no
+// AuthToken. A device that sends a DigestResponse anyway gets an empty
+// AuthToken, since no challenge was issued and there is no token to give.
+// 410 declines the user for this login session only; the device channel
+// keeps working and the device asks again at the next login.
+func (s *Service) userAuthenticate(ctx context.Context, w http.ResponseWriter, m *mdm.UserAuthenticate) error {
+	if s.users == nil {
+		return handler.Errorf(http.StatusGone, "user channel not managed")
+	}
+	if m.UserID == "" {
+		return handler.Errorf(http.StatusBadRequest, "UserAuthenticate without a UserID")
+	}
+	if m.DigestResponse != "" {
+		return writePlist(w, map[string]any{"AuthToken": ""})
+	}
+	found, err := s.users.LookupUser(ctx, m.UserID, m.UserShortName)
+	if err != nil {
+		// 503, never 401: the device retries at the next login, and a
+		// directory outage must not look like a refusal.
+		return handler.Wrap(http.StatusServiceUnavailable, "user directory unavailable", fmt.Errorf("looking up user %q: %w", m.UserID, err))
+	}
+	if !found {
+		s.logger.InfoContext(ctx, "UserAuthenticate: user not in the directory", "user_id", m.UserID, "user_short_name", m.UserShortName)
+		return handler.Errorf(http.StatusGone, "user not managed")
+	}
+	return writePlist(w, map[string]any{"DigestChallenge": ""})
+}
+
+func writePlist(w http.ResponseWriter, v any) error {
+	out, err := plist.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding check-in response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	_, _ = w.Write(out)
 	return nil
 }
 

@@ -88,7 +88,7 @@ type harness struct {
 	events   []mdm.CheckinMessage
 }
 
-func newHarness() *harness {
+func newHarness(opts ...checkin.Option) *harness {
 	sum := sha256.Sum256([]byte("device identity certificate"))
 	h := &harness{
 		store:  newFakeStorage(),
@@ -96,14 +96,14 @@ func newHarness() *harness {
 		binder: &fakeBinder{},
 		id:     &identity.Identity{Hash: sum[:]},
 	}
-	h.svc = checkin.New(h.store, h.store, h.sealer, h.binder,
+	h.svc = checkin.New(h.store, h.store, h.sealer, h.binder, append([]checkin.Option{
 		checkin.WithClock(func() time.Time { return testNow }),
 		checkin.WithObserver(func(messageType string, status int) {
 			h.observed = append(h.observed, observation{messageType, status})
 		}),
 		checkin.WithEvents(func(_ context.Context, msg mdm.CheckinMessage) {
 			h.events = append(h.events, msg)
-		}))
+		})}, opts...)...)
 	return h
 }
 
@@ -395,7 +395,7 @@ func TestCheckin(t *testing.T) {
 
 		// UserAuthenticate
 		{
-			name:  "UserAuthenticate is 410",
+			name:  "UserAuthenticate is 410 without a user directory",
 			setup: func(h *harness) { h.store.addDevice(macUDID, []byte("hash")) },
 			body: msg(map[string]any{
 				"MessageType": "UserAuthenticate", "UDID": macUDID, "UserID": macUser, "UserShortName": "bob",

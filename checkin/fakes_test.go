@@ -268,3 +268,27 @@ func (b *fakeBinder) recorded() []binderCall {
 	defer b.mu.Unlock()
 	return append([]binderCall(nil), b.calls...)
 }
+
+// fakeDirectory knows the users in known, and fails with err when set.
+type fakeDirectory struct {
+	mu    sync.Mutex
+	known map[string]bool
+	err   error
+	calls []string // userID/shortName per lookup
+}
+
+func (d *fakeDirectory) LookupUser(_ context.Context, userID, shortName string) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, userID+"/"+shortName)
+	if d.err != nil {
+		return false, d.err
+	}
+	return d.known[userID], nil
+}
+
+func (d *fakeDirectory) lookups() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.calls...)
+}

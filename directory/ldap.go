@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -40,6 +41,11 @@ type Config struct {
 	// uniqueMember, or their username in memberUid (posixGroup, and Open
 	// Directory's apple-group).
 	Group string
+	// GUIDAttr is the attribute holding a person's GUID, the UserID a Mac
+	// sends in UserAuthenticate (LookupByGUID). Default
+	// apple-generateduid, as Open Directory uses; OpenLDAP's entryUUID
+	// works too.
+	GUIDAttr string
 	// Timeout bounds connecting and each operation. Default 10s.
 	Timeout time.Duration
 	// TLS configures ldaps://; nil means the system roots.
@@ -48,6 +54,13 @@ type Config struct {
 
 // DefaultUserFilter finds people by uid.
 const DefaultUserFilter = "(uid=%s)"
+
+// DefaultGUIDAttr is where Open Directory keeps a user's GUID.
+const DefaultGUIDAttr = "apple-generateduid"
+
+// attrName is an LDAP attribute descriptor (RFC 4512 section 1.4): a name
+// or a numeric OID.
+var attrName = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9-]*|[0-9]+(\.[0-9]+)+)$`)
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
@@ -71,6 +84,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--ldap-group %q: want a DN", c.Group))
 		}
 	}
+	if c.GUIDAttr != "" && !attrName.MatchString(c.GUIDAttr) {
+		errs = append(errs, fmt.Errorf("--ldap-guid-attr %q: want an attribute name", c.GUIDAttr))
+	}
 	if c.BindPassword != "" && c.BindDN == "" {
 		errs = append(errs, errors.New("--ldap-bind-password needs --ldap-bind-dn"))
 	}
@@ -93,6 +109,9 @@ func WithLogger(l *slog.Logger) Option { return func(d *LDAP) { d.logger = l } }
 func NewLDAP(cfg Config, opts ...Option) *LDAP {
 	if cfg.UserFilter == "" {
 		cfg.UserFilter = DefaultUserFilter
+	}
+	if cfg.GUIDAttr == "" {
+		cfg.GUIDAttr = DefaultGUIDAttr
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
@@ -168,6 +187,47 @@ func (d *LDAP) Authenticate(ctx context.Context, username, password string) (*en
 		return nil, handler.Wrap(http.StatusServiceUnavailable, errUnavailable, fmt.Errorf("binding as %q: %w", dn, err))
 	}
 	return &enroll.User{Username: username}, nil
+}
+
+// LookupByGUID reports whether exactly one entry under the base DN has guid
+// in the GUID attribute, searching as the service account. Macs send the
+// GUID as UserID when a network user logs in (UserAuthenticate). Two
+// entries with one GUID are a directory fault and count as not found, so
+// that neither is managed as the other. A directory that cannot answer is
+// an error, never "not found".
+func (d *LDAP) LookupByGUID(ctx context.Context, guid string) (bool, error) {
+	if guid == "" || len(guid) > 256 {
+		return false, nil
+	}
+	conn, err := d.dial(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if d.cfg.BindDN != "" {
+		if err := conn.Bind(d.cfg.BindDN, d.cfg.BindPassword); err != nil {
+			return false, fmt.Errorf("binding as the service account: %w", err)
+		}
+	}
+	// The attribute is asked for by name: entryUUID and other operational
+	// attributes are returned only when requested.
+	filter := fmt.Sprintf("(%s=%s)", d.cfg.GUIDAttr, ldap.EscapeFilter(guid))
+	res, err := conn.Search(ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		2, int(d.cfg.Timeout/time.Second), false, filter, []string{d.cfg.GUIDAttr}, nil))
+	if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+		return false, fmt.Errorf("searching for GUID %q: %w", guid, err)
+	}
+	n := 0
+	if res != nil {
+		n = len(res.Entries)
+	}
+	if n != 1 {
+		d.logger.InfoContext(ctx, "ldap: no single user with this GUID", "user_id", guid, "attribute", d.cfg.GUIDAttr, "entries", n)
+		return false, nil
+	}
+	return true, nil
 }
 
 // inGroup reads the group entry with a filter naming the person.

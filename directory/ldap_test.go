@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/bramley-mdm/bramley/directory"
 	"github.com/bramley-mdm/bramley/enroll"
 	"github.com/bramley-mdm/bramley/handler"
@@ -319,11 +321,93 @@ func TestConfigValidate(t *testing.T) {
 		{"broken filter", directory.Config{URL: "ldap://127.0.0.1", BaseDN: base, UserFilter: "(uid=%s"}, false},
 		{"password without DN", directory.Config{URL: "ldap://127.0.0.1", BaseDN: base, BindPassword: "x"}, false},
 		{"group not a DN", directory.Config{URL: "ldap://127.0.0.1", BaseDN: base, Group: "mdm-users"}, false},
+		{"GUID attribute", directory.Config{URL: "ldap://127.0.0.1", BaseDN: base, GUIDAttr: "entryUUID"}, true},
+		{"GUID attribute by OID", directory.Config{URL: "ldap://127.0.0.1", BaseDN: base, GUIDAttr: "1.3.6.1.1.16.4"}, true},
+		{"GUID attribute with a filter in it", directory.Config{URL: "ldap://127.0.0.1", BaseDN: base, GUIDAttr: "uid=*)(cn"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := tt.cfg.Validate(); (err == nil) != tt.ok {
 				t.Fatalf("Validate = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// entryUUID reads an entry's entryUUID as the admin; it is operational, so
+// it is asked for by name.
+func entryUUID(t *testing.T, s *slapd, dn string) string {
+	t.Helper()
+	conn, err := ldap.DialURL(s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Bind("cn=admin,"+base, "admin-secret"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 5, false,
+		"(objectClass=*)", []string{"entryUUID"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("reading entryUUID of %s: %v", dn, err)
+	}
+	u := res.Entries[0].GetAttributeValue("entryUUID")
+	if u == "" {
+		t.Fatalf("%s has no entryUUID", dn)
+	}
+	return u
+}
+
+func TestLDAPLookupByGUID(t *testing.T) {
+	s := startSlapd(t)
+	alice := entryUUID(t, s, "uid=alice,ou=people,"+base)
+	cfg := directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: servicePass, GUIDAttr: "entryUUID", Timeout: 5 * time.Second}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, guid string
+		want       bool
+	}{
+		{"found", alice, true},
+		// Macs send GUIDs in upper case; UUID matching ignores case.
+		{"found in upper case", strings.ToUpper(alice), true},
+		{"not found", "0f0f0f0f-0000-4000-8000-000000000000", false},
+		{"empty", "", false},
+		{"wildcard is escaped", "*", false},
+		{"filter injection is escaped", alice + ")(|(entryUUID=*", false},
+		{"injection matching anyone is escaped", "*)(objectClass=*", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := directory.NewLDAP(cfg).LookupByGUID(context.Background(), tt.guid)
+			if err != nil || got != tt.want {
+				t.Fatalf("LookupByGUID(%q) = %v, %v; want %v", tt.guid, got, err, tt.want)
+			}
+		})
+	}
+	t.Run("default attribute is apple-generateduid", func(t *testing.T) {
+		c := cfg
+		c.GUIDAttr = ""
+		// slapd has no such attribute in its schema: the filter is
+		// undefined and matches nobody, rather than failing.
+		got, err := directory.NewLDAP(c).LookupByGUID(context.Background(), alice)
+		if err != nil || got {
+			t.Fatalf("LookupByGUID = %v, %v; want false", got, err)
+		}
+	})
+
+	failures := []struct {
+		name string
+		cfg  directory.Config
+	}{
+		{"wrong service password", directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: "nope", GUIDAttr: "entryUUID"}},
+		{"directory down", directory.Config{URL: fmt.Sprintf("ldap://127.0.0.1:%d", freePort(t)), BaseDN: base, GUIDAttr: "entryUUID"}},
+	}
+	for _, tt := range failures {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, err := directory.NewLDAP(tt.cfg).LookupByGUID(context.Background(), alice); err == nil || got {
+				t.Fatalf("LookupByGUID = %v, %v; want an error", got, err)
 			}
 		})
 	}

@@ -163,6 +163,7 @@ func (s *Server) setUp(ctx context.Context) error {
 	checkins := checkin.New(s.store, s.store, sealer, binder,
 		checkin.WithLogger(s.logger), checkin.WithClock(s.now),
 		checkin.WithObserver(s.metrics.observeCheckin),
+		s.networkUsers(), // Mac network users (netusers.go)
 		checkin.WithEvents(s.withVPPCheckin(awaitConfiguration(commands, s.store, s.logger, s.now)))) // ADE: adeenroll.go; VPP: vppowner.go
 	scepService := scep.New(s.ca, s.store,
 		scep.WithLogger(s.logger), scep.WithClock(s.now), scep.WithLifetime(s.cfg.IdentityLifetime),

@@ -9,9 +9,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/bramley-mdm/bramley/directory"
 	"github.com/bramley-mdm/bramley/mdm"
 	"github.com/bramley-mdm/bramley/pki"
 	"github.com/bramley-mdm/bramley/queue"
+	"github.com/bramley-mdm/bramley/storage"
 	"github.com/bramley-mdm/bramley/vpp"
 )
 
@@ -52,12 +54,50 @@ func (s *Server) setUpVPP(sealer *pki.Sealer, commands *queue.Service, serverID,
 	s.vpp = vpp.NewService(s.store, sealer, vppInstaller{commands},
 		vpp.WithServiceClientOptions(append(opts, s.vppOpts...)...),
 		vpp.WithServiceLogger(s.logger), vpp.WithServiceClock(s.now),
-		vpp.WithUserCheck(func(ctx context.Context, username string) error {
-			_, err := s.store.UserByName(ctx, username)
-			return err
+		vpp.WithUserCheck(s.vppUserCheck()),
+		vpp.WithDeviceLookup(func(ctx context.Context, deviceID string) (string, error) {
+			d, err := s.store.Device(ctx, deviceID)
+			if err != nil {
+				return "", err
+			}
+			return d.SerialNumber, nil
 		}))
 	s.registerVPPMetrics() // vppowner.go
 	return nil
+}
+
+// vppUserCheck says who may be registered with Apps and Books: whoever
+// may sign in (signInUsers), a local account or, with --ldap-url, a
+// directory user.
+func (s *Server) vppUserCheck() func(ctx context.Context, username string) error {
+	local := func(ctx context.Context, username string) error {
+		_, err := s.store.UserByName(ctx, username)
+		return err
+	}
+	if s.cfg.LDAP.URL == "" {
+		return local
+	}
+	return checkVPPUser(local, directory.NewLDAP(s.cfg.LDAP, directory.WithLogger(s.logger)).Exists)
+}
+
+// checkVPPUser asks the local accounts, then the directory: an error
+// wrapping storage.ErrNotFound when neither knows username.
+func checkVPPUser(local func(ctx context.Context, username string) error,
+	dir func(ctx context.Context, username string) (bool, error)) func(ctx context.Context, username string) error {
+	return func(ctx context.Context, username string) error {
+		err := local(ctx, username)
+		if !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		ok, err := dir(ctx, username)
+		if err != nil {
+			return fmt.Errorf("looking up %q in the directory: %w", username, err)
+		}
+		if !ok {
+			return fmt.Errorf("user %q: %w", username, storage.ErrNotFound)
+		}
+		return nil
+	}
 }
 
 // vppCheckin sends a device, when its device channel (re)registers, the

@@ -30,6 +30,7 @@ type vppUserView struct {
 
 type vppPlanView struct {
 	Username string `json:"username"`
+	DeviceID string `json:"device_id"`
 	AdamID   string `json:"adam_id"`
 	Status   string `json:"status"`
 	Result   string `json:"result"`

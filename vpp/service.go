@@ -85,6 +85,20 @@ type Plan struct {
 	UpdatedAt time.Time
 }
 
+// devicePlan prefixes the username column of a device-based plan: the
+// licence is the device's serial number's, not a person's. Usernames
+// cannot contain ':' (enroll.ValidateUsername), so it names no one.
+const devicePlan = "device:"
+
+// DeviceID returns the device of a device-based plan, "" for a person's.
+func (p Plan) DeviceID() string {
+	id, ok := strings.CutPrefix(p.Username, devicePlan)
+	if !ok {
+		return ""
+	}
+	return id
+}
+
 // Install records that a plan's item was queued for one device.
 type Install struct {
 	DeviceID    string
@@ -165,6 +179,10 @@ var ErrNoToken = errors.New("no Apps and Books content token: import one first")
 // ErrUnknownUser means the bramley user does not exist.
 var ErrUnknownUser = errors.New("no such bramley user")
 
+// ErrNoSerialNumber means bramley does not know the device's serial
+// number, which a device-based licence is assigned to.
+var ErrNoSerialNumber = errors.New("the device's serial number is not known yet")
+
 // Service is bramley's Apps and Books: content tokens, people, and
 // assignment plans carried out when the person's device enrolls. It
 // manages the location of the most recently imported token.
@@ -173,6 +191,7 @@ type Service struct {
 	sealer  Sealer
 	install Installer
 	userOK  func(ctx context.Context, username string) error
+	serial  func(ctx context.Context, deviceID string) (string, error)
 	opts    []Option
 	logger  *slog.Logger
 	now     func() time.Time
@@ -202,11 +221,19 @@ func WithUserCheck(check func(ctx context.Context, username string) error) Servi
 	return func(s *Service) { s.userOK = check }
 }
 
+// WithDeviceLookup sets how AssignDevice learns a device's serial number:
+// lookup returns an error wrapping storage.ErrNotFound for an unknown
+// device.
+func WithDeviceLookup(lookup func(ctx context.Context, deviceID string) (string, error)) ServiceOption {
+	return func(s *Service) { s.serial = lookup }
+}
+
 // NewService returns the Apps and Books service.
 func NewService(store ServiceStore, sealer Sealer, install Installer, opts ...ServiceOption) *Service {
 	s := &Service{
 		store: store, sealer: sealer, install: install,
 		userOK:  func(context.Context, string) error { return nil },
+		serial:  func(context.Context, string) (string, error) { return "", storage.ErrNotFound },
 		logger:  slog.New(slog.DiscardHandler),
 		now:     time.Now,
 		clients: map[string]*Client{},
@@ -450,7 +477,9 @@ func (s *Service) Sync(ctx context.Context) (*SyncReport, error) {
 		if plan.Location != loc {
 			continue
 		}
-		people[plan.Username] = true
+		if plan.DeviceID() == "" {
+			people[plan.Username] = true
+		}
 		if plan.Status != PlanPending || plan.EventID == "" {
 			continue
 		}
@@ -465,11 +494,19 @@ func (s *Service) Sync(ctx context.Context) (*SyncReport, error) {
 		if st.EventStatus == EventPending {
 			continue
 		}
-		rec, err := s.store.VPPUser(ctx, loc, plan.Username)
-		if err != nil {
-			return rep, fmt.Errorf("reading Apps and Books user: %w", err)
+		var clientUserID, serial string
+		if id := plan.DeviceID(); id != "" {
+			if serial, err = s.serial(ctx, id); err != nil {
+				return rep, fmt.Errorf("reading serial number of %s: %w", id, err)
+			}
+		} else {
+			rec, err := s.store.VPPUser(ctx, loc, plan.Username)
+			if err != nil {
+				return rep, fmt.Errorf("reading Apps and Books user: %w", err)
+			}
+			clientUserID = rec.ClientUserID
 		}
-		switch f := st.FailureFor(rec.ClientUserID, ""); {
+		switch f := st.FailureFor(clientUserID, serial); {
 		case f == nil:
 			plan.Status, plan.Result = PlanAssigned, Assigned
 		case Code(f.Number) == ErrAlreadyAssigned:
@@ -488,7 +525,114 @@ func (s *Service) Sync(ctx context.Context) (*SyncReport, error) {
 			return rep, err
 		}
 	}
+	for _, plan := range plans {
+		if id := plan.DeviceID(); id != "" && plan.Location == loc {
+			if err := s.deliverDevice(ctx, id); err != nil {
+				return rep, err
+			}
+		}
+	}
 	return rep, nil
+}
+
+// AssignDevice gives the device a licence of its own, by serial number,
+// so no Apple Account is needed on it, and queues the item once the
+// licence is assigned (at once when Apple's event completed within the
+// call, after Sync otherwise). Apple installs such apps silently only on
+// supervised devices; bramley does not record supervision (DeviceInformation
+// IsSupervised is not stored), so it does not refuse unsupervised ones:
+// they ask the user first.
+func (s *Service) AssignDevice(ctx context.Context, deviceID, adamID string, kind Kind) (Plan, error) {
+	serial, err := s.serial(ctx, deviceID)
+	if err != nil {
+		return Plan{}, err
+	}
+	if serial == "" {
+		return Plan{}, ErrNoSerialNumber
+	}
+	loc, c, err := s.location(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	now := s.now()
+	plan, err := s.store.CreatePlan(ctx, Plan{ID: randomUUID(), Location: loc, Username: devicePlan + deviceID,
+		AdamID: adamID, Kind: kind, Status: PlanPending, CreatedAt: now, UpdatedAt: now})
+	if err != nil {
+		return Plan{}, err
+	}
+	if plan.Status == PlanAssigned {
+		return s.deliverDevicePlan(ctx, deviceID, plan)
+	}
+	plan.Result, plan.Error = Assigned, ""
+	ev, err := c.Associate(ctx, ManageAssets{Assets: []AssetRef{{AdamID: adamID}}, SerialNumbers: []string{serial}})
+	var apiErr *Error
+	switch {
+	case errors.As(err, &apiErr) && Code(apiErr.Number) == ErrAlreadyAssigned:
+		plan.Status, plan.Result = PlanAssigned, AlreadyAssigned
+	case err != nil:
+		if fatal(err) {
+			return plan, err
+		}
+		plan.Status, plan.Result, plan.Error = PlanFailed, Failed, err.Error()
+	default:
+		plan.EventID = ev.EventID
+		st, err := c.WaitEvent(ctx, ev.EventID)
+		switch {
+		case errors.Is(err, ErrEventPending):
+			plan.Status, plan.Result = PlanPending, Pending
+		case err != nil:
+			return plan, err
+		default:
+			switch f := st.FailureFor("", serial); {
+			case f == nil:
+				plan.Status = PlanAssigned
+			case Code(f.Number) == ErrAlreadyAssigned:
+				plan.Status, plan.Result = PlanAssigned, AlreadyAssigned
+			default:
+				plan.Status, plan.Result, plan.Error = PlanFailed, Failed, f.Error()
+			}
+		}
+	}
+	plan.UpdatedAt = s.now()
+	if err := s.store.UpdatePlan(ctx, plan); err != nil {
+		return plan, err
+	}
+	s.logger.InfoContext(ctx, "device assignment planned", "enrollment_id", deviceID, "adam_id", adamID,
+		"status", plan.Status, "result", plan.Result, "event_id", plan.EventID)
+	if plan.Status == PlanAssigned {
+		return s.deliverDevicePlan(ctx, deviceID, plan)
+	}
+	return plan, nil
+}
+
+// deliverDevicePlan delivers the device's items and returns plan with its
+// installs.
+func (s *Service) deliverDevicePlan(ctx context.Context, deviceID string, plan Plan) (Plan, error) {
+	plans, err := s.store.Plans(ctx, devicePlan+deviceID)
+	if err != nil {
+		return plan, err
+	}
+	if err := s.deliver(ctx, deviceID, plans); err != nil {
+		return plan, err
+	}
+	if plans, err = s.store.Plans(ctx, devicePlan+deviceID); err != nil {
+		return plan, err
+	}
+	for _, p := range plans {
+		if p.ID == plan.ID {
+			return p, nil
+		}
+	}
+	return plan, nil
+}
+
+// deliverDevice sends the device the items licensed to it.
+func (s *Service) deliverDevice(ctx context.Context, deviceID string) error {
+	plans, err := s.store.Plans(ctx, devicePlan+deviceID)
+	if err != nil {
+		return err
+	}
+	return s.deliver(ctx, deviceID, plans)
 }
 
 // SetOwner records that the device belongs to username and sends it the
@@ -503,11 +647,14 @@ func (s *Service) SetOwner(ctx context.Context, deviceID, username string) error
 	return s.Deliver(ctx, deviceID)
 }
 
-// Deliver sends the device every item assigned to its owner that it was
-// not sent yet. It asks Apple nothing, so it suits the check-in path: a
+// Deliver sends the device every item assigned to its owner, or licensed
+// to the device itself, that it was not sent yet. It asks Apple nothing, so it suits the check-in path: a
 // device without an owner, or whose owner has nothing assigned, is left
 // alone.
 func (s *Service) Deliver(ctx context.Context, deviceID string) error {
+	if err := s.deliverDevice(ctx, deviceID); err != nil {
+		return err
+	}
 	owner, err := s.store.DeviceOwner(ctx, deviceID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil

@@ -60,6 +60,7 @@ first start) and serves HTTPS on :8443. Every flag has a BRAMLEY_ environment tw
 	f.StringVar(&cfg.LDAP.BindPassword, "ldap-bind-password", cfg.LDAP.BindPassword, "password of --ldap-bind-dn (prefer the environment variable)")
 	f.StringVar(&cfg.LDAP.UserFilter, "ldap-user-filter", directory.DefaultUserFilter, "LDAP filter finding a person; %s is the username, escaped")
 	f.StringVar(&cfg.LDAP.Group, "ldap-group", cfg.LDAP.Group, "DN of a group people must be in to sign in (member, uniqueMember or memberUid)")
+	f.StringVar(&cfg.LDAP.GUIDAttr, "ldap-guid-attr", directory.DefaultGUIDAttr, "attribute holding a user's GUID, the UserID a Mac sends when a network user logs in (OpenLDAP: entryUUID)")
 	withEnvUsage(cmd)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
