@@ -42,6 +42,10 @@ type VPPPlans interface {
 	Assign(ctx context.Context, username, adamID string, kind vpp.Kind) (vpp.Plan, error)
 	// AssignDevice licenses the item to the device's serial number.
 	AssignDevice(ctx context.Context, deviceID, adamID string, kind vpp.Kind) (vpp.Plan, error)
+	// AssignGroup assigns the item to each member of a directory group
+	// (vpp.ErrNoDirectory without one, vpp.ErrUnknownGroup for a group
+	// it does not have) and reports per member.
+	AssignGroup(ctx context.Context, groupDN, adamID string, kind vpp.Kind) ([]vpp.GroupOutcome, error)
 	Plans(ctx context.Context, username string) ([]vpp.Plan, error)
 	// SetOwner records the person a device belongs to.
 	SetOwner(ctx context.Context, deviceID, username string) error
@@ -86,6 +90,10 @@ func vppError(err error) error {
 	case errors.Is(err, vpp.ErrNoToken):
 		return handler.Wrap(http.StatusConflict, vpp.ErrNoToken.Error(), err)
 	case errors.Is(err, vpp.ErrUnknownUser):
+		return handler.Wrap(http.StatusNotFound, err.Error(), err)
+	case errors.Is(err, vpp.ErrNoDirectory):
+		return handler.Wrap(http.StatusBadRequest, "assigning to a group needs a directory: start bramley with --ldap-url", err)
+	case errors.Is(err, vpp.ErrUnknownGroup):
 		return handler.Wrap(http.StatusNotFound, err.Error(), err)
 	case errors.Is(err, vpp.ErrNoSerialNumber):
 		return handler.Wrap(http.StatusConflict, vpp.ErrNoSerialNumber.Error(), err)
@@ -304,11 +312,13 @@ func planView(p vpp.Plan) vppPlanView {
 	return v
 }
 
-// vppAssignRequest names a person (username) or, for a licence of the
-// device's own, a device (device_id).
+// vppAssignRequest names a person (username), the members of a directory
+// group (group, a DN) or, for a licence of the device's own, a device
+// (device_id).
 type vppAssignRequest struct {
 	Username string `json:"username"`
 	DeviceID string `json:"device_id"`
+	Group    string `json:"group"`
 	AdamID   string `json:"adam_id"`
 	Kind     string `json:"kind"`
 }
@@ -321,7 +331,7 @@ func (a *API) assignVPP(w http.ResponseWriter, r *http.Request) error {
 		return vppNotConfigured()
 	}
 	var req vppAssignRequest
-	if err := a.decodeVPPJSON(w, r, &req, `{"username"|"device_id": …, "adam_id": …, "kind": "app"|"book"}`); err != nil {
+	if err := a.decodeVPPJSON(w, r, &req, `{"username"|"device_id"|"group": …, "adam_id": …, "kind": "app"|"book"}`); err != nil {
 		return err
 	}
 	kind := vpp.Kind(strings.ToLower(req.Kind))
@@ -329,14 +339,17 @@ func (a *API) assignVPP(w http.ResponseWriter, r *http.Request) error {
 		kind = vpp.KindApp
 	}
 	switch {
-	case (req.Username == "") == (req.DeviceID == ""):
-		return badRequest("give either username or device_id")
+	case countSet(req.Username, req.DeviceID, req.Group) != 1:
+		return badRequest("give exactly one of username, device_id and group")
 	case strings.Contains(req.DeviceID, ":"):
 		return badRequest("%q names a user channel; give the device ID", req.DeviceID)
 	case !adamIDPattern.MatchString(req.AdamID):
 		return badRequest("adam_id must be the item's numeric ID")
 	case kind != vpp.KindApp && kind != vpp.KindBook:
 		return badRequest("kind must be app or book")
+	}
+	if req.Group != "" {
+		return a.assignVPPGroup(w, r, req.Group, req.AdamID, kind)
 	}
 	if req.DeviceID != "" {
 		p, err := a.vpp.AssignDevice(r.Context(), req.DeviceID, req.AdamID, kind)
@@ -353,6 +366,55 @@ func (a *API) assignVPP(w http.ResponseWriter, r *http.Request) error {
 		return vppError(err)
 	}
 	return writeJSON(w, http.StatusOK, planView(p))
+}
+
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// vppGroupMemberView is one member's outcome of a group assignment: their
+// plan, or why they got none (error, with no plan).
+type vppGroupMemberView struct {
+	Username string       `json:"username"`
+	Plan     *vppPlanView `json:"plan,omitempty"`
+	Error    string       `json:"error,omitempty"`
+}
+
+func (a *API) assignVPPGroup(w http.ResponseWriter, r *http.Request, group, adamID string, kind vpp.Kind) error {
+	outs, err := a.vpp.AssignGroup(r.Context(), group, adamID, kind)
+	if err != nil {
+		return vppError(err)
+	}
+	out := struct {
+		Group   string               `json:"group"`
+		Members []vppGroupMemberView `json:"members"`
+	}{Group: group, Members: []vppGroupMemberView{}}
+	for _, o := range outs {
+		v := vppGroupMemberView{Username: o.Username}
+		if o.Plan.ID != "" {
+			p := planView(o.Plan)
+			v.Plan = &p
+		}
+		var apple *vpp.Error
+		switch {
+		case o.Err == nil:
+		case errors.Is(o.Err, vpp.ErrUnknownUser), errors.As(o.Err, &apple), errors.Is(o.Err, vpp.ErrEventPending):
+			// The member's own matter, safe to show as the per-user
+			// answers do.
+			v.Error = o.Err.Error()
+		default:
+			a.logger.ErrorContext(r.Context(), "group assignment", "username", o.Username, "group", group, "err", o.Err)
+			v.Error = "internal error: see the server log"
+		}
+		out.Members = append(out.Members, v)
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) listVPPAssignments(w http.ResponseWriter, r *http.Request) error {

@@ -1,210 +1,40 @@
 package directory_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha1"
-	"encoding/base64"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/go-ldap/ldap/v3"
 
 	"github.com/bramley-mdm/bramley/directory"
+	"github.com/bramley-mdm/bramley/directory/directorytest"
 	"github.com/bramley-mdm/bramley/enroll"
 	"github.com/bramley-mdm/bramley/handler"
 )
 
 const (
-	base        = "dc=example,dc=test"
-	serviceDN   = "cn=bramley,ou=services," + base
-	servicePass = "service secret"
-	groupDN     = "cn=mdm-users,ou=groups," + base
+	base      = directorytest.BaseDN
+	serviceDN = directorytest.BindDN
+	groupDN   = "cn=mdm-users,ou=groups," + base
 )
 
-// slapd is an OpenLDAP server the test started on loopback.
-type slapd struct{ url string }
-
-// startSlapd runs slapd with a temporary slapd.conf (mdb backend) and loads
-// people: alice ({SSHA} password, in the group as member), bob (plain
-// password, not in it), dora (in it by memberUid), two entries both
-// matching (mail=shared@example.test), and the service account. Missing
-// slapd or ldapadd skips, except in CI.
-func startSlapd(t *testing.T) *slapd {
+// startSlapd loads alice ({SSHA} password, in mdm-users as member), bob
+// (plain password, not in it), dora (in mdm-posix by memberUid), alice and
+// bob both matching (mail=shared@example.test).
+func startSlapd(t *testing.T) *directorytest.Server {
 	t.Helper()
-	slapdPath := lookPath(t, "slapd", "/usr/sbin/slapd")
-	ldapadd := lookPath(t, "ldapadd", "/usr/bin/ldapadd")
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "db"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	port := freePort(t)
-	conf := fmt.Sprintf(`include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include /etc/ldap/schema/nis.schema
-modulepath /usr/lib/ldap
-moduleload back_mdb
-pidfile %[1]s/slapd.pid
-database mdb
-maxsize 10485760
-suffix "%[2]s"
-rootdn "cn=admin,%[2]s"
-rootpw admin-secret
-directory %[1]s/db
-access to attrs=userPassword by anonymous auth by * none
-access to * by users read by * none
-`, dir, base)
-	confFile := filepath.Join(dir, "slapd.conf")
-	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	url := fmt.Sprintf("ldap://127.0.0.1:%d/", port)
-	var logs bytes.Buffer
-	// -d keeps slapd in the foreground, so the test owns the process.
-	cmd := exec.Command(slapdPath, "-f", confFile, "-h", url, "-d", "0")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting slapd: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("slapd log:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slapd did not start: %v\n%s", err, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
-	ldif := fmt.Sprintf(`dn: %[1]s
-objectClass: dcObject
-objectClass: organization
-dc: example
-o: Example
-
-dn: ou=people,%[1]s
-objectClass: organizationalUnit
-ou: people
-
-dn: ou=services,%[1]s
-objectClass: organizationalUnit
-ou: services
-
-dn: ou=groups,%[1]s
-objectClass: organizationalUnit
-ou: groups
-
-dn: %[2]s
-objectClass: person
-cn: bramley
-sn: service
-userPassword: %[3]s
-
-dn: uid=alice,ou=people,%[1]s
-objectClass: inetOrgPerson
-uid: alice
-cn: Alice
-sn: Example
-mail: shared@example.test
-userPassword: %[4]s
-
-dn: uid=bob,ou=people,%[1]s
-objectClass: inetOrgPerson
-uid: bob
-cn: Bob
-sn: Example
-mail: shared@example.test
-userPassword: bob-plain-password
-
-dn: uid=dora,ou=people,%[1]s
-objectClass: inetOrgPerson
-objectClass: posixAccount
-uid: dora
-cn: Dora
-sn: Example
-uidNumber: 1003
-gidNumber: 1003
-homeDirectory: /home/dora
-userPassword: %[5]s
-
-dn: %[6]s
-objectClass: groupOfNames
-cn: mdm-users
-member: uid=alice,ou=people,%[1]s
-
-dn: cn=mdm-posix,ou=groups,%[1]s
-objectClass: posixGroup
-cn: mdm-posix
-gidNumber: 2000
-memberUid: dora
-`, base, serviceDN, ssha(t, servicePass), ssha(t, "alice password"), ssha(t, "dora password"), groupDN)
-	add := exec.Command(ldapadd, "-x", "-H", url, "-D", "cn=admin,"+base, "-w", "admin-secret")
-	add.Stdin = strings.NewReader(ldif)
-	if out, err := add.CombinedOutput(); err != nil {
-		t.Fatalf("ldapadd: %v\n%s", err, out)
-	}
-	return &slapd{url: url}
-}
-
-// ssha is an OpenLDAP {SSHA} password: SHA-1 of password and salt, then salt.
-func ssha(t *testing.T, password string) string {
-	salt := make([]byte, 8)
-	if _, err := rand.Read(salt); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha1.Sum(append([]byte(password), salt...))
-	return "{SSHA}" + base64.StdEncoding.EncodeToString(append(sum[:], salt...))
-}
-
-func lookPath(t *testing.T, name, fallback string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if _, err := os.Stat(fallback); err == nil {
-		return fallback
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed; CI must run the LDAP tests (apt-get install slapd ldap-utils)", name)
-	}
-	t.Skipf("%s not installed", name)
-	return ""
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return directorytest.StartSlapd(t,
+		directorytest.User{UID: "alice", CN: "Alice", Password: "alice password", Mail: "shared@example.test", Groups: []string{"mdm-users"}},
+		directorytest.User{UID: "bob", CN: "Bob", Password: "bob-plain-password", PlainPassword: true, Mail: "shared@example.test"},
+		directorytest.User{UID: "dora", CN: "Dora", Password: "dora password", Posix: true, PosixGroups: []string{"mdm-posix"}},
+	)
 }
 
 func TestLDAPAuthenticate(t *testing.T) {
 	s := startSlapd(t)
 	cfg := func(edit func(*directory.Config)) directory.Config {
-		c := directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: servicePass, Timeout: 5 * time.Second}
+		c := s.Config()
 		if edit != nil {
 			edit(&c)
 		}
@@ -254,9 +84,9 @@ func TestLDAPFailures(t *testing.T) {
 		name string
 		cfg  directory.Config
 	}{
-		{"wrong service password", directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: "nope"}},
-		{"directory down", directory.Config{URL: fmt.Sprintf("ldap://127.0.0.1:%d", freePort(t)), BaseDN: base, BindDN: serviceDN, BindPassword: servicePass}},
-		{"missing group", directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: servicePass, Group: "cn=gone," + base}},
+		{"wrong service password", directory.Config{URL: s.URL, BaseDN: base, BindDN: serviceDN, BindPassword: "nope"}},
+		{"directory down", directory.Config{URL: directorytest.ClosedURL(t), BaseDN: base, BindDN: serviceDN, BindPassword: directorytest.BindPassword}},
+		{"missing group", directory.Config{URL: s.URL, BaseDN: base, BindDN: serviceDN, BindPassword: directorytest.BindPassword, Group: "cn=gone," + base}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -334,34 +164,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// entryUUID reads an entry's entryUUID as the admin; it is operational, so
-// it is asked for by name.
-func entryUUID(t *testing.T, s *slapd, dn string) string {
-	t.Helper()
-	conn, err := ldap.DialURL(s.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.Bind("cn=admin,"+base, "admin-secret"); err != nil {
-		t.Fatal(err)
-	}
-	res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 5, false,
-		"(objectClass=*)", []string{"entryUUID"}, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("reading entryUUID of %s: %v", dn, err)
-	}
-	u := res.Entries[0].GetAttributeValue("entryUUID")
-	if u == "" {
-		t.Fatalf("%s has no entryUUID", dn)
-	}
-	return u
-}
-
 func TestLDAPLookupByGUID(t *testing.T) {
 	s := startSlapd(t)
-	alice := entryUUID(t, s, "uid=alice,ou=people,"+base)
-	cfg := directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: servicePass, GUIDAttr: "entryUUID", Timeout: 5 * time.Second}
+	alice := s.EntryUUID(t, directorytest.UserDN("alice"))
+	cfg := s.Config()
+	cfg.GUIDAttr = "entryUUID"
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -401,8 +208,8 @@ func TestLDAPLookupByGUID(t *testing.T) {
 		name string
 		cfg  directory.Config
 	}{
-		{"wrong service password", directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: "nope", GUIDAttr: "entryUUID"}},
-		{"directory down", directory.Config{URL: fmt.Sprintf("ldap://127.0.0.1:%d", freePort(t)), BaseDN: base, GUIDAttr: "entryUUID"}},
+		{"wrong service password", directory.Config{URL: s.URL, BaseDN: base, BindDN: serviceDN, BindPassword: "nope", GUIDAttr: "entryUUID"}},
+		{"directory down", directory.Config{URL: directorytest.ClosedURL(t), BaseDN: base, GUIDAttr: "entryUUID"}},
 	}
 	for _, tt := range failures {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/bramley-mdm/bramley/directory"
 	"github.com/bramley-mdm/bramley/enroll"
@@ -16,7 +15,7 @@ import (
 // accounts get a 403, and a directory that cannot answer is a 503.
 func TestOTAGroupPolicy(t *testing.T) {
 	s := startSlapd(t)
-	d := directory.NewLDAP(directory.Config{URL: s.url, BaseDN: base, BindDN: serviceDN, BindPassword: servicePass, Timeout: 5 * time.Second})
+	d := directory.NewLDAP(s.Config())
 	locals := func(names ...string) directory.LocalAccounts {
 		return func(_ context.Context, u string) (bool, error) {
 			for _, n := range names {

@@ -14,8 +14,7 @@ import (
 // check-in service: with a directory that cannot answer, a network user's
 // UserAuthenticate is 503 (never 401, and not the 410 of a server without
 // a directory), and the device's own check-ins go on working. Lookups
-// against a real slapd are directory's tests (TestLDAPLookupByGUID): its
-// slapd helper lives in a _test.go file and cannot be shared from here.
+// against a real slapd are TestNetworkUsersFromSlapd.
 func TestNetworkUserDirectoryWired(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -51,7 +51,7 @@ func (s *Server) setUpVPP(sealer *pki.Sealer, commands *queue.Service, serverID,
 		}
 		opts = append(opts, vpp.WithRootCAs(pool))
 	}
-	s.vpp = vpp.NewService(s.store, sealer, vppInstaller{commands},
+	svcOpts := []vpp.ServiceOption{
 		vpp.WithServiceClientOptions(append(opts, s.vppOpts...)...),
 		vpp.WithServiceLogger(s.logger), vpp.WithServiceClock(s.now),
 		vpp.WithUserCheck(s.vppUserCheck()),
@@ -61,7 +61,13 @@ func (s *Server) setUpVPP(sealer *pki.Sealer, commands *queue.Service, serverID,
 				return "", err
 			}
 			return d.SerialNumber, nil
-		}))
+		}),
+	}
+	if s.cfg.LDAP.URL != "" {
+		// Without a directory, assigning to a group is a 400.
+		svcOpts = append(svcOpts, vpp.WithGroupMembers(vppGroupMembers(directory.NewLDAP(s.cfg.LDAP, directory.WithLogger(s.logger)))))
+	}
+	s.vpp = vpp.NewService(s.store, sealer, vppInstaller{commands}, svcOpts...)
 	s.registerVPPMetrics() // vppowner.go
 	return nil
 }
@@ -97,6 +103,27 @@ func checkVPPUser(local func(ctx context.Context, username string) error,
 			return fmt.Errorf("user %q: %w", username, storage.ErrNotFound)
 		}
 		return nil
+	}
+}
+
+// groupDirectory lists the usernames of a group's members
+// (*directory.LDAP).
+type groupDirectory interface {
+	Members(ctx context.Context, groupDN string) ([]string, error)
+}
+
+// vppGroupMembers lists a group's members for Apps and Books: a group
+// the directory does not have is storage.ErrNotFound.
+func vppGroupMembers(dir groupDirectory) func(ctx context.Context, groupDN string) ([]string, error) {
+	return func(ctx context.Context, groupDN string) ([]string, error) {
+		names, err := dir.Members(ctx, groupDN)
+		if errors.Is(err, directory.ErrNoSuchGroup) {
+			return nil, fmt.Errorf("group %q: %w", groupDN, storage.ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing members of %q in the directory: %w", groupDN, err)
+		}
+		return names, nil
 	}
 }
 

@@ -192,6 +192,7 @@ type Service struct {
 	install Installer
 	userOK  func(ctx context.Context, username string) error
 	serial  func(ctx context.Context, deviceID string) (string, error)
+	members func(ctx context.Context, groupDN string) ([]string, error) // groups.go
 	opts    []Option
 	logger  *slog.Logger
 	now     func() time.Time
