@@ -20,6 +20,7 @@ import (
 	"github.com/micromdm/plist"
 
 	"github.com/bramley-mdm/bramley/server"
+	"github.com/bramley-mdm/bramley/storage/storagetest"
 )
 
 // benchServer is bramley's whole handler stack in-process: the benchmarks
@@ -103,7 +104,7 @@ func mustPlist(b testing.TB, v any) []byte {
 
 func benchBackends(b *testing.B, f func(b *testing.B, db string)) {
 	b.Run("sqlite", func(b *testing.B) { f(b, "") })
-	b.Run("postgres", func(b *testing.B) { f(b, postgresDSN(b)) })
+	b.Run("postgres", func(b *testing.B) { f(b, storagetest.PostgresURL(b)) })
 }
 
 // BenchmarkCheckin is the check-in path: a TokenUpdate from an enrolled

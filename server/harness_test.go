@@ -11,23 +11,20 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/micromdm/plist"
 
 	"github.com/bramley-mdm/bramley/server"
 	"github.com/bramley-mdm/bramley/sim"
+	"github.com/bramley-mdm/bramley/storage/storagetest"
 )
 
 // backends are the databases every end-to-end test runs on.
@@ -35,45 +32,8 @@ func backends(t *testing.T) map[string]func(t *testing.T) string {
 	t.Helper()
 	return map[string]func(t *testing.T) string{
 		"sqlite":   func(t *testing.T) string { return "" }, // the default: SQLite in the data dir
-		"postgres": func(t *testing.T) string { return postgresDSN(t) },
+		"postgres": func(t *testing.T) string { return storagetest.PostgresURL(t) },
 	}
-}
-
-// postgresDSN returns a URL for a fresh schema in the test PostgreSQL,
-// dropped when the test ends. Without BRAMLEY_TEST_POSTGRES the test skips,
-// except in CI, where PostgreSQL must be there.
-func postgresDSN(t testing.TB) string {
-	t.Helper()
-	base := os.Getenv("BRAMLEY_TEST_POSTGRES")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("BRAMLEY_TEST_POSTGRES is not set; CI must test PostgreSQL")
-		}
-		t.Skip("BRAMLEY_TEST_POSTGRES not set")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to PostgreSQL: %v", err)
-	}
-	defer conn.Close(ctx)
-	schema := fmt.Sprintf("e2e_%d_%x", time.Now().UnixNano(), randomBytes(t, 4))
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			return
-		}
-		defer conn.Close(context.Background())
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }
 
 func randomBytes(t testing.TB, n int) []byte {

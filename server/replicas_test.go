@@ -30,6 +30,7 @@ import (
 	"github.com/bramley-mdm/bramley/profile"
 	"github.com/bramley-mdm/bramley/server"
 	"github.com/bramley-mdm/bramley/sim"
+	"github.com/bramley-mdm/bramley/storage/storagetest"
 )
 
 // TestReplicasShareOnePostgreSQL is the scale-out test of the README's
@@ -40,7 +41,7 @@ import (
 // command is delivered exactly once and answered. One-time token uses and
 // SCEP challenges cannot be spent on both replicas.
 func TestReplicasShareOnePostgreSQL(t *testing.T) {
-	dsn := postgresDSN(t)
+	dsn := storagetest.PostgresURL(t)
 	secret := base64.StdEncoding.EncodeToString(randomBytes(t, 32))
 	apiKey := fmt.Sprintf("replica-test-%x", randomBytes(t, 16))
 	dirA, dirB := t.TempDir(), t.TempDir()

@@ -3,24 +3,19 @@ package sim_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/bramley-mdm/bramley/server"
+	"github.com/bramley-mdm/bramley/storage/storagetest"
 )
 
 const testTopic = "com.apple.mgmt.External.bramley-sim-test"
@@ -29,47 +24,8 @@ const testTopic = "com.apple.mgmt.External.bramley-sim-test"
 func backends() map[string]func(t *testing.T) string {
 	return map[string]func(t *testing.T) string{
 		"sqlite":   func(*testing.T) string { return "" }, // the default: SQLite in the data dir
-		"postgres": postgresDSN,
+		"postgres": func(t *testing.T) string { return storagetest.PostgresURL(t) },
 	}
-}
-
-// postgresDSN returns a URL for a fresh schema in the test PostgreSQL,
-// dropped when the test ends. Without BRAMLEY_TEST_POSTGRES the test skips,
-// except in CI, where PostgreSQL must be there.
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("BRAMLEY_TEST_POSTGRES")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("BRAMLEY_TEST_POSTGRES is not set; CI must test PostgreSQL")
-		}
-		t.Skip("BRAMLEY_TEST_POSTGRES not set")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to PostgreSQL: %v", err)
-	}
-	defer conn.Close(ctx)
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	schema := fmt.Sprintf("sim_%d_%x", time.Now().UnixNano(), suffix)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			return
-		}
-		defer conn.Close(context.Background())
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }
 
 // env is one running bramley for a test.

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/bramley-mdm/bramley/storage/storagetest"
 )
 
 // benchJSON is what bench --json prints.
@@ -75,7 +73,7 @@ func TestBench(t *testing.T) {
 
 // TestBenchPostgres is TestBench on PostgreSQL, in a schema of its own.
 func TestBenchPostgres(t *testing.T) {
-	dsn := benchPostgresDSN(t)
+	dsn := storagetest.PostgresURL(t)
 	runBenchJSON(t, envOf(nil),
 		[]string{"--db", dsn, "--devices", "20", "--concurrency", "4", "--rounds", "2", "--commands", "2"},
 		map[string]int{"scep": 20, "enroll": 20, "idle": 40, "commands": 40})
@@ -195,41 +193,4 @@ func TestPercentile(t *testing.T) {
 			}
 		})
 	}
-}
-
-// benchPostgresDSN returns a URL for a fresh schema in the test
-// PostgreSQL, dropped when the test ends. Without BRAMLEY_TEST_POSTGRES the
-// test skips, except in CI, where PostgreSQL must be there.
-func benchPostgresDSN(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("BRAMLEY_TEST_POSTGRES")
-	if base == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("BRAMLEY_TEST_POSTGRES is not set; CI must test PostgreSQL")
-		}
-		t.Skip("BRAMLEY_TEST_POSTGRES not set")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to PostgreSQL: %v", err)
-	}
-	defer conn.Close(ctx)
-	schema := fmt.Sprintf("bench_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			return
-		}
-		defer conn.Close(context.Background())
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }
