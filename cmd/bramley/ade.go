@@ -43,10 +43,7 @@ server with POST /api/v1/ade/tokens. The private key stays in bramley.`,
 	withEnvUsageFor(cmd, clientEnv...)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := applyEnvFor(cmd, getenv, clientEnv...); err != nil {
-			return err
-		}
-		client, err := cf.client()
+		client, err := cf.connect(cmd, getenv)
 		if err != nil {
 			return err
 		}
@@ -54,18 +51,7 @@ server with POST /api/v1/ade/tokens. The private key stays in bramley.`,
 		if err != nil {
 			return err
 		}
-		if _, err := pki.ParseCertificatePEM(raw); err != nil {
-			return fmt.Errorf("the server's answer is not a PEM certificate: %w", err)
-		}
-		if out == "" {
-			_, err := stdout.Write(raw)
-			return err
-		}
-		if err := writeNewFile(out, raw, 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "Wrote %s: upload it to the MDM server in Apple Business Manager.\n", out)
-		return nil
+		return writeCertificate(stdout, out, raw, "upload it to the MDM server in Apple Business Manager.")
 	}
 	return cmd
 }
@@ -89,10 +75,7 @@ unless --force, which drops the old key for good.`,
 	withEnvUsageFor(cmd, clientEnv...)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := applyEnvFor(cmd, getenv, clientEnv...); err != nil {
-			return err
-		}
-		client, err := cf.client()
+		client, err := cf.connect(cmd, getenv)
 		if err != nil {
 			return err
 		}
@@ -110,20 +93,26 @@ unless --force, which drops the old key for good.`,
 		if err != nil {
 			return err
 		}
-		if _, err := pki.ParseCertificatePEM(raw); err != nil {
-			return fmt.Errorf("the server's answer is not a PEM certificate: %w", err)
-		}
-		if out == "" {
-			_, err := stdout.Write(raw)
-			return err
-		}
-		if err := writeNewFile(out, raw, 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "Wrote %s: upload it to each MDM server in Apple Business Manager, then upload each server token again.\n", out)
-		return nil
+		return writeCertificate(stdout, out, raw, "upload it to each MDM server in Apple Business Manager, then upload each server token again.")
 	}
 	return cmd
+}
+
+// writeCertificate checks that the server answered a PEM certificate and
+// writes it to stdout, or to the new file out with what to do next.
+func writeCertificate(stdout io.Writer, out string, raw []byte, next string) error {
+	if _, err := pki.ParseCertificatePEM(raw); err != nil {
+		return fmt.Errorf("the server's answer is not a PEM certificate: %w", err)
+	}
+	if out == "" {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	if err := writeNewFile(out, raw, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Wrote %s: %s\n", out, next)
+	return nil
 }
 
 // adeToken is a server token as the admin API lists it.
@@ -151,10 +140,7 @@ it and keeps its ID.`,
 	withEnvUsageFor(cmd, clientEnv...)
 
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := applyEnvFor(cmd, getenv, clientEnv...); err != nil {
-			return err
-		}
-		client, err := cf.client()
+		client, err := cf.connect(cmd, getenv)
 		if err != nil {
 			return err
 		}
@@ -193,10 +179,7 @@ func adeTokenListCommand(getenv func(string) string, stdout io.Writer) *cobra.Co
 	withEnvUsageFor(cmd, clientEnv...)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := applyEnvFor(cmd, getenv, clientEnv...); err != nil {
-			return err
-		}
-		client, err := cf.client()
+		client, err := cf.connect(cmd, getenv)
 		if err != nil {
 			return err
 		}
@@ -244,10 +227,7 @@ func adeSyncCommand(getenv func(string) string, stdout io.Writer) *cobra.Command
 	withEnvUsageFor(cmd, clientEnv...)
 
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := applyEnvFor(cmd, getenv, clientEnv...); err != nil {
-			return err
-		}
-		client, err := cf.client()
+		client, err := cf.connect(cmd, getenv)
 		if err != nil {
 			return err
 		}

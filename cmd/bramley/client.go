@@ -80,6 +80,15 @@ type apiClient struct {
 	http *http.Client
 }
 
+// connect applies the client flags' BRAMLEY_ twins and returns the API
+// client: the start of every client subcommand.
+func (cf *clientFlags) connect(cmd *cobra.Command, getenv func(string) string) (*apiClient, error) {
+	if err := applyEnvFor(cmd, getenv, clientEnv...); err != nil {
+		return nil, err
+	}
+	return cf.client()
+}
+
 func (cf *clientFlags) client() (*apiClient, error) {
 	if cf.apiKey == "" {
 		return nil, errors.New("an admin API key is required: set BRAMLEY_API_KEY or pass --api-key")

@@ -255,10 +255,7 @@ func pushCertListCommand(getenv func(string) string, stdout io.Writer) *cobra.Co
 	withEnvUsageFor(cmd, clientEnv...)
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if err := applyEnvFor(cmd, getenv, clientEnv...); err != nil {
-			return err
-		}
-		client, err := cf.client()
+		client, err := cf.connect(cmd, getenv)
 		if err != nil {
 			return err
 		}
